@@ -1,0 +1,1 @@
+"""Diffusion Transformer over spacetime patches."""

@@ -1,0 +1,1 @@
+"""Text side: tokenizers and (later) text encoders behind one interface."""
