@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "grain==0.2.18",
     "tensorflow-datasets==4.9.10",  # builders and ArrayRecord writing; runs without TensorFlow
     "array-record==0.8.6",
+    "importlib-resources==7.1.0",  # TFDS needs it (via etils) for builders defined in a package
     "ml-collections==1.1.0",
     "av==18.1.0",  # PyAV: video decode and encode
     "pillow==13.0.0",
