@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "av==18.1.0",  # PyAV: video decode and encode
     "pillow==13.0.0",
     "numpy==2.4.6",
+    "absl-py==2.5.1",  # Grain reads absl flags in its worker processes
     "tqdm==4.70.1",  # console progress bars
     "tensorboardX==2.6.5",  # TensorBoard event writer without TensorFlow
 ]

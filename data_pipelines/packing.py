@@ -24,9 +24,24 @@ PACKED_FEATURES = ("tokens", "coords", "text_tokens")
 META_FEATURES = ("grid", "record")
 
 
-def pack(dataset: grain.IterDataset, *, seq_len: int, text_len: int, max_segments: int, bins: int, seed: int):
-    """First-fit packing of per-clip token dicts into rows (Grain's `FirstFitPackIterDataset`)."""
-    return grain.experimental.FirstFitPackIterDataset(
+PACKERS = {
+    "first_fit": grain.experimental.FirstFitPackIterDataset,
+    "best_fit": grain.experimental.BestFitPackIterDataset,
+}
+
+
+def pack(
+    dataset: grain.IterDataset, *, seq_len: int, text_len: int, max_segments: int, bins: int, seed: int,
+    algorithm: str = "best_fit",
+):
+    """Packs per-clip token dicts into rows with Grain's first-fit or best-fit packer.
+
+    Best-fit puts each clip in the bin it fills most tightly; with clips up to a whole row long it
+    wastes less than first-fit (see benchmarks/packing.py).
+    """
+    if algorithm not in PACKERS:
+        raise ValueError(f"unknown packing algorithm {algorithm!r}; known: {sorted(PACKERS)}")
+    return PACKERS[algorithm](
         dataset,
         length_struct={"tokens": seq_len, "coords": seq_len, "text_tokens": text_len},
         num_packing_bins=bins,

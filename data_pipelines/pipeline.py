@@ -13,6 +13,7 @@ import functools
 
 import grain
 import ml_collections
+from absl import flags
 import numpy as np
 
 from data_pipelines import config as data_config
@@ -110,11 +111,13 @@ def build(
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=c.read_threads, prefetch_buffer_size=8))
     it = packing.pack(
         it, seq_len=c.seq_len, text_len=c.text_len, max_segments=c.max_segments_per_row,
-        bins=c.packing_bins, seed=c.seed,
+        bins=c.packing_bins, seed=c.seed, algorithm=c.packing,
     )
     it = it.map(functools.partial(packing.finalize_row, max_segments=c.max_segments_per_row))
     it = it.batch(c.batch_size, drop_remainder=c.num_epochs is None)
     if c.worker_count > 0:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags; our CLIs use argparse.
         it = it.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=c.worker_count, per_worker_buffer_size=c.worker_buffer_size)
         )

@@ -1,0 +1,40 @@
+"""The `sora-jax` command: one entry point, a subcommand per stage.
+
+    sora-jax data build shapes_world --config small --out DIR
+    sora-jax data ingest --videos DIR [--captions FILE] --out DIR
+    sora-jax data stats --data DATASET_DIR
+    sora-jax data show --data DATASET_DIR --out DIR
+    sora-jax demo --out DIR
+
+Later stages add `train`, `encode`, `generate`, `caption` and `eval` here.
+Bad input ends with a one-line error and exit status 2, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_pipelines import cli as data_cli
+from sora_jax import demo
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sora-jax", description=__doc__.split("\n")[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    data_cli.register(subparsers)
+    demo.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses `argv` and runs the chosen subcommand; returns the exit status."""
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"sora-jax {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
