@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seq-len", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bins", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=48)
+    parser.add_argument("--batches", type=int, default=256)
     args = parser.parse_args(argv)
 
     c = data_config.get_data_config()
