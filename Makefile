@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all venv parity clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sora-jax demo --out $(DEMO_OUT)
+
+# Parity tests and side-by-side benchmarks need CPU PyTorch, diffusers and transformers (heavy, so
+# not part of `make test`); tests that need them skip with a message naming this target.
+parity: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,parity]"
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
