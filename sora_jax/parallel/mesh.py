@@ -43,6 +43,8 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
     devices = list(jax.devices() if devices is None else devices)
     sizes = mesh_shape(axes, len(devices))
     shape = tuple(sizes[name] for name in MESH_AXES)
+    # Auto axes: GSPMD propagates shardings from the annotated parameters, batches and constraints.
+    axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
     if len(devices) == jax.device_count():
-        return jax.make_mesh(shape, MESH_AXES, devices=devices)
-    return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+        return jax.make_mesh(shape, MESH_AXES, devices=devices, axis_types=axis_types)
+    return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)

@@ -1,0 +1,1 @@
+"""Rectified-flow training objective and samplers over packed rows."""

@@ -1,0 +1,101 @@
+"""The one attention dispatch point: segment-masked attention on XLA, cuDNN or Pallas splash.
+
+Every attention in the project (DiT self- and cross-attention, captioner) calls `attention`. A
+query attends only to keys of its own segment: packed rows hold many clips, and a clip must never
+see another clip's tokens or padding. Padding queries (segment 0) attend to padding keys, so every
+softmax row is well defined; their outputs are masked out of the loss downstream.
+
+Implementations:
+- `xla`: `jax.nn.dot_product_attention(implementation="xla")` with a boolean segment mask. CPU, and
+  the reference the others are tested against.
+- `cudnn`: the same call with `implementation="cudnn"` (flash attention on NVIDIA GPUs; the
+  boolean mask is applied inside the fused kernel).
+- `splash`: Pallas splash attention on TPU with `SegmentIds`, which skips fully-masked blocks.
+  `splash_interpret` runs the same kernel in the Pallas interpreter (CPU tests).
+- `auto`: cudnn on GPU, splash on TPU, xla elsewhere.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "splash_interpret")
+
+
+def resolve(implementation: str) -> str:
+    """The concrete implementation `auto` stands for on the current default backend."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {implementation!r}; known: {IMPLEMENTATIONS}")
+    if implementation != "auto":
+        return implementation
+    return {"gpu": "cudnn", "tpu": "splash"}.get(jax.default_backend(), "xla")
+
+
+def segment_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array) -> jax.Array:
+    """Boolean mask `(B, 1, Lq, Lk)`: True where query and key share a segment id."""
+    return q_segment_ids[:, None, :, None] == kv_segment_ids[:, None, None, :]  # (B, 1, Lq, Lk)
+
+
+def attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    q_segment_ids: jax.Array,
+    kv_segment_ids: jax.Array,
+    implementation: str = "auto",
+) -> jax.Array:
+    """Segment-masked multi-head attention.
+
+    Args:
+      query `(B, Lq, H, D)`, key and value `(B, Lk, H, D)`; q_segment_ids `(B, Lq)` and
+      kv_segment_ids `(B, Lk)` int32 (0 = padding); implementation: one of `IMPLEMENTATIONS`.
+    Returns:
+      `(B, Lq, H, D)` in the query's dtype.
+    """
+    implementation = resolve(implementation)
+    if implementation in ("xla", "cudnn"):
+        mask = segment_mask(q_segment_ids, kv_segment_ids)  # (B, 1, Lq, Lk)
+        return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
+    return _splash(query, key, value, q_segment_ids, kv_segment_ids, interpret=implementation == "splash_interpret")
+
+
+def reference_attention(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
+    """Plain-einsum attention in float32: the definition the kernels are tested against."""
+    scale = query.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query.astype(jnp.float32), key.astype(jnp.float32)) * scale
+    logits = jnp.where(segment_mask(q_segment_ids, kv_segment_ids), logits, -1e30)  # (B, H, Lq, Lk)
+    weights = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(jnp.float32)).astype(query.dtype)
+
+
+def _splash(query, key, value, q_segment_ids, kv_segment_ids, *, interpret: bool) -> jax.Array:
+    """Pallas splash attention, vmapped over the batch; lengths must be multiples of 128."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
+
+    _, q_len, heads, head_dim = query.shape
+    kv_len = key.shape[1]
+    if q_len % 128 or kv_len % 128:
+        raise ValueError(f"splash attention needs lengths that are multiples of 128, got {q_len} and {kv_len}")
+    block_q, block_kv = min(512, q_len), min(512, kv_len)
+    kernel = splash.make_splash_mha(
+        mask=mask_lib.MultiHeadMask([mask_lib.FullMask((q_len, kv_len))] * heads),
+        block_sizes=splash.BlockSizes(
+            block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv,
+            block_q_dkv=block_q, block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv,
+            block_q_dq=block_q, block_kv_dq=block_kv,
+        ),
+        head_shards=1, q_seq_shards=1, interpret=interpret,
+    )
+    scale = head_dim ** -0.5
+
+    def one(q, k, v, q_ids, kv_ids):  # (L, H, D) each: splash wants (H, L, D)
+        out = kernel(
+            (q * scale).swapaxes(0, 1), k.swapaxes(0, 1), v.swapaxes(0, 1),
+            segment_ids=splash.SegmentIds(q=q_ids, kv=kv_ids),
+        )  # (H, Lq, D)
+        return out.swapaxes(0, 1)  # (Lq, H, D)
+
+    return jax.vmap(one)(query, key, value, q_segment_ids, kv_segment_ids)

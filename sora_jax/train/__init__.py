@@ -1,0 +1,1 @@
+"""Training: sharded train state and step (one for every stage), batches onto the mesh."""
