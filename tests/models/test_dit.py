@@ -99,7 +99,7 @@ def segment_batch(seed=0, length=128, heads=2, head_dim=32):
     return q, k, v, jnp.asarray(ids)
 
 
-@pytest.mark.parametrize("implementation", ["xla", "splash_interpret", "cudnn"])
+@pytest.mark.parametrize("implementation", ["xla", "flash_xla", "splash_interpret", "cudnn"])
 def test_attention_paths_mask_like_the_reference(implementation):
     if implementation == "cudnn" and jax.default_backend() != "gpu":
         pytest.skip("cuDNN flash attention needs an NVIDIA GPU; run this test on one")
