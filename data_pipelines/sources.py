@@ -36,12 +36,28 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def data_root() -> str:
+    """Where named procedural datasets are built on first use: `$SORA_JAX_DATA` or ~/.cache/sora_jax."""
+    return os.environ.get("SORA_JAX_DATA", os.path.join(os.path.expanduser("~"), ".cache", "sora_jax"))
+
+
+def resolve_source(spec: str) -> str:
+    """A dataset directory from a source spec: a path, or `shapes_world:CONFIG` (built once, cached)."""
+    if spec.startswith("shapes_world:"):
+        from data_pipelines.shapes_world.builder import build  # noqa: PLC0415
+
+        return build(os.path.join(data_root(), "data"), spec.split(":", 1)[1])
+    return spec
+
+
 def open_source(dataset_dir: str, split: str):
     """Random-access source over one built dataset split; returns `(source, dataset_name)`.
 
-    Raises FileNotFoundError with the path when `dataset_dir` is not a built dataset, and ValueError
-    naming the available splits when `split` is missing.
+    `dataset_dir` may also be a `resolve_source` spec such as `shapes_world:tiny`. Raises
+    FileNotFoundError with the path when it is not a built dataset, and ValueError naming the
+    available splits when `split` is missing.
     """
+    dataset_dir = resolve_source(dataset_dir)
     if not os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
         raise FileNotFoundError(
             f"{dataset_dir} is not a built dataset (no dataset_info.json); build one with "

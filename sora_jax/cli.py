@@ -4,9 +4,10 @@
     sora-jax data ingest --videos DIR [--captions FILE] --out DIR
     sora-jax data stats --data DATASET_DIR
     sora-jax data show --data DATASET_DIR --out DIR
+    sora-jax train --config experiments/pretrain.py:tiny --workdir DIR [--config.steps=100 ...]
     sora-jax demo --out DIR
 
-Later stages add `train`, `encode`, `generate`, `caption` and `eval` here.
+Later stages add `encode`, `generate`, `caption` and `eval` here.
 Bad input ends with a one-line error and exit status 2, not a traceback.
 """
 from __future__ import annotations
@@ -16,21 +17,26 @@ import sys
 
 from data_pipelines import cli as data_cli
 from sora_jax import demo
+from sora_jax.train import cli as train_cli
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sora-jax", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     data_cli.register(subparsers)
+    train_cli.register(subparsers)
     demo.register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` and runs the chosen subcommand; returns the exit status."""
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return args.func(args, extra) if getattr(args, "accepts_overrides", False) else args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
         print(f"sora-jax {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -67,11 +67,18 @@ def state_shardings(state, mesh: jax.sharding.Mesh, rules: dict[str, object]):
 
 
 def batch_sharding(mesh: jax.sharding.Mesh, rules: dict[str, object], ndim: int, shape=None) -> NamedSharding:
-    """Sharding of a batch array: leading axis over the batch axes, the rest replicated."""
-    names = ("batch",) + (None,) * (ndim - 1)
-    if shape is None:
-        return NamedSharding(mesh, logical_spec(names, rules))
-    return named_sharding(names, shape, mesh, rules)
+    """Sharding of a global batch array: leading axis over the batch axes, the rest replicated.
+
+    With `shape` (the global shape), raises ValueError when the batch does not divide over the batch
+    axes: unlike parameters, a batch silently replicated would train on the wrong data.
+    """
+    spec = logical_spec(("batch",) + (None,) * (ndim - 1), rules)
+    if shape is not None and spec[0] is not None:
+        axes = (spec[0],) if isinstance(spec[0], str) else spec[0]
+        size = math.prod(mesh.shape[a] for a in axes)
+        if shape[0] % size:
+            raise ValueError(f"global batch of {shape[0]} rows does not divide over {size} devices of mesh axes {axes}")
+    return NamedSharding(mesh, spec)
 
 
 def init_sharded(make_model: Callable[[], nnx.Module], mesh: jax.sharding.Mesh, rules: dict[str, object]):

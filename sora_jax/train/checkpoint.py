@@ -1,0 +1,81 @@
+"""Checkpoints with Orbax (the only module that imports it): train state plus the data iterator.
+
+Saves are asynchronous (the device-to-host copy blocks, the write does not), the last `keep` are
+kept, and each is written to a temporary directory and renamed when complete, so a run killed
+mid-save leaves the previous checkpoint intact. Restore takes the latest checkpoint that reads back;
+an unreadable or partial latest one is reported, moved aside to `<directory>.unreadable/` (kept for
+inspection, and so the resumed run can save that step again), and the previous one is used.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Orbax `CheckpointManager` over `directory` with items `state` and `data`."""
+
+    def __init__(self, directory: str, keep: int, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self._manager.all_steps(read=True))
+
+    def save(self, step: int, state, data_iterator, force: bool = False) -> bool:
+        """Starts saving `state` and the data iterator's position at `step`; returns whether it saved."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
+        return self._manager.save(step, args=args, force=force)
+
+    def restore(self, abstract_state, data_iterator, on_fallback=print):
+        """Restores the newest readable checkpoint into `abstract_state`'s shapes and shardings.
+
+        Returns `(step, state)` or `None` when there is no checkpoint. `data_iterator` is positioned
+        in place. Unreadable checkpoints are skipped with a message through `on_fallback`.
+        """
+        for step in reversed(self.steps()):
+            try:
+                restored = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                ))
+                return step, restored["state"]
+            except Exception as error:  # noqa: BLE001  any unreadable checkpoint falls back
+                aside = self._move_aside(step)
+                on_fallback(f"checkpoint at step {step} in {self.directory} is unreadable "
+                            f"({type(error).__name__}: {str(error)[:200]}); moved to {aside}; trying the previous one")
+        return None
+
+    def _move_aside(self, step: int) -> str:
+        target = os.path.join(self.directory + ".unreadable", f"{step}-{int(time.time())}")
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        return target
+
+    def reached_preemption(self, step: int) -> bool:
+        """True on every process once any process received a preemption notice (multi-host safe)."""
+        return self._manager.reached_preemption(step)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(state, shardings):
+    """Shape/dtype/sharding skeleton of `state`, what `restore` fills."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)

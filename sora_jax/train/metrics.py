@@ -1,0 +1,73 @@
+"""Training outputs: `metrics.jsonl`, TensorBoard event files, and a console progress bar with ETA."""
+from __future__ import annotations
+
+import json
+import os
+
+from tqdm.auto import tqdm
+
+
+class MetricsWriter:
+    """Writes one JSON object per logged step and the same scalars to TensorBoard (primary host only)."""
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool = True, progress: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tensorboard = None
+        self._bar = None
+        if not enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        drop_after(self.path, start_step)
+        from tensorboardX import SummaryWriter
+
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        if progress:
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    def write(self, step: int, metrics: dict) -> None:
+        """Appends `{"step": step, **metrics}` and mirrors numbers to TensorBoard."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(key, value, step)
+
+    def advance(self, steps: int, postfix: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+            if postfix:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def drop_after(path: str, step: int) -> None:
+    """Removes records of steps >= `step` (written by a run that died before its next checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) < step]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+def read_metrics(path: str) -> list[dict]:
+    """All records of a `metrics.jsonl`."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _plain(value):
+    try:
+        value = value.item()
+    except AttributeError:
+        pass
+    return round(value, 7) if isinstance(value, float) else value

@@ -1,0 +1,110 @@
+"""What each stage trains: the model, its loss, its host-side batch preparation, and its extras.
+
+The trainer is one loop for every stage; a task supplies the parts that differ. Tasks register by
+the config's `task` field.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from sora_jax.diffusion.flow import FlowConfig, flow_loss, validation_loss
+from sora_jax.diffusion.rows import pack_rows, unpack_rows
+from sora_jax.diffusion.sampler import SamplerConfig, sample
+from sora_jax.models.dit.config import get_dit_config
+from sora_jax.models.dit.flops import forward_flops
+from sora_jax.models.text_to_video import TextToVideo
+from sora_jax.text.tokenizers import get_tokenizer
+from sora_jax.train.batch import PIXEL_SCALE, model_inputs
+
+VALIDATION_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class DiTTask:
+    """Text-to-video flow matching over packed rows (pretrain and finetune stages)."""
+
+    def __init__(self, c: ml_collections.ConfigDict):
+        self.c = c
+        in_channels = 3 if c.data.mode == "pixel" else c.model.in_channels
+        self.dit_config = get_dit_config(c.model.preset, patch=tuple(c.data.patch), in_channels=in_channels,
+                                         **dict(c.model.overrides))
+        self.flow = FlowConfig(**dict(c.flow))
+        self.tokenizer = get_tokenizer(c.data.tokenizer)
+
+    def make_model(self) -> TextToVideo:
+        return TextToVideo(self.dit_config, vocab_size=self.tokenizer.vocab_size, max_text_len=self.c.text_max_len,
+                           rngs=nnx.Rngs(self.c.seed))
+
+    def loss_fn(self, model, batch, rng):
+        return flow_loss(model, batch, rng, self.flow)
+
+    def host_batch(self, batch: dict) -> dict:
+        return model_inputs(batch)
+
+    def batch_flops(self, batch: dict) -> float:
+        """Train-step model FLOPs of a host batch (3x forward), attention per segment."""
+        total = 0.0
+        for grids, text_ids in zip(batch["segment_grid"], batch["text_segment_ids"]):
+            used = grids.prod(axis=-1) > 0
+            tokens = grids[used].prod(axis=-1).tolist()
+            text = [int((text_ids == k + 1).sum()) for k in range(len(tokens))]
+            total += forward_flops(self.dit_config, tokens, text)
+        return 3.0 * total
+
+    def validation_fn(self, model, batch, rng):
+        return validation_loss(model, batch, rng, jnp.asarray(VALIDATION_TIMES), self.flow)
+
+    def write_samples(self, model, workdir: str, step: int) -> list[str]:
+        """Generates the config's sample prompts at `sample_shape` and writes GIFs (pixel mode)."""
+        if self.c.data.mode != "pixel":
+            return []  # latent-mode samples need the VAE decoder; the generation issue adds them
+        from data_pipelines.preview import captioned_gif
+
+        frames, height, width = self.c.sample_shape
+        pt, ph, pw = self.dit_config.patch
+        grid = (frames // pt, height // ph, width // pw)
+        segments = [{"grid": grid, "text_tokens": self.tokenizer.encode(p, self.c.data.max_text_tokens)}
+                    for p in self.c.sample_prompts]
+        rows = pack_rows(segments, int(np.prod(grid)), self.c.data.max_text_tokens, 1, self.dit_config.patch_dim)
+        tokens = _sample_rows(model, rows, self.flow, SamplerConfig(steps=self.c.sample_steps), self.c.seed)
+        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
+        os.makedirs(out_dir, exist_ok=True)
+        paths = []
+        for i, (prompt, clip) in enumerate(zip(self.c.sample_prompts, unpack_rows(tokens, rows, self.dit_config.patch))):
+            video = np.clip((clip + 1.0) * PIXEL_SCALE, 0, 255).astype(np.uint8)  # (T, H, W, 3)
+            paths.append(captioned_gif({"video": video, "caption": prompt}, os.path.join(out_dir, f"sample_{i}.gif")))
+        return paths
+
+
+def _sample_rows(model, rows: dict, flow: FlowConfig, config: SamplerConfig, seed: int) -> np.ndarray:
+    """Samples packed `rows` with `model` (conditional and, for guidance, caption-dropped calls)."""
+    fields = {k: jnp.asarray(rows[k]) for k in ("coords", "segment_ids", "text_tokens", "text_segment_ids")}
+    no_text = jnp.zeros(rows["segment_grid"].shape[:2], bool)
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def run(params, noise):
+        def velocity(x, t, conditional):
+            # Fresh Variables per call: the sampler's loop body is its own trace level.
+            return nnx.merge(graphdef, jax.tree.map(lambda a: a, params))(x, fields["coords"], fields["segment_ids"], t, fields["text_tokens"],
+                                               fields["text_segment_ids"], None if conditional else no_text)
+
+        return sample(velocity, noise, fields["segment_ids"], rows["segment_grid"].shape[1], config, flow)
+
+    noise = jax.random.normal(jax.random.key(seed), rows["tokens"].shape)
+    return np.asarray(run(params, noise))
+
+
+TASKS = {"dit": DiTTask}
+
+
+def make_task(c: ml_collections.ConfigDict):
+    """The task object for `c.task`; tasks of later issues register in `TASKS`."""
+    if c.task not in TASKS:
+        raise ValueError(f"task {c.task!r} is not available in this build; available: {sorted(TASKS)}")
+    return TASKS[c.task](c)
