@@ -33,6 +33,7 @@ def get_data_config() -> ml_collections.ConfigDict:
     c.max_text_tokens = 256  # per caption; longer ones are truncated (see sora_jax.text.tokenizers)
     c.caption_key = "caption"  # which caption trains the model
     c.short_caption_prob = 0.0  # chance of using caption_short instead
+    c.known_first_frame_prob = 0.0  # image-to-video training: chance a video's first frame is given
     c.max_segments_per_row = 16
     c.packing = "best_fit"  # "best_fit" or "first_fit" (Grain's packers)
     c.packing_bins = 64  # rows packed at once; more bins, better fill, more memory
@@ -69,6 +70,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(0 < c.max_text_tokens <= c.text_len, f"max_text_tokens ({c.max_text_tokens}) must be in 1..text_len")
     need(c.caption_key in CAPTION_KEYS, f"caption_key must be one of {CAPTION_KEYS}")
     need(0.0 <= c.short_caption_prob <= 1.0, "short_caption_prob must be in [0, 1]")
+    need(0.0 <= c.known_first_frame_prob <= 1.0, "known_first_frame_prob must be in [0, 1]")
     need(c.max_segments_per_row >= 1, "max_segments_per_row must be at least 1")
     need(c.packing in ("best_fit", "first_fit"), f"packing must be best_fit or first_fit, got {c.packing!r}")
     need(c.packing_bins >= 1 and c.batch_size >= 1, "packing_bins and batch_size must be at least 1")

@@ -9,6 +9,7 @@ text segment id k. `finalize_row` then shapes Grain's output into the project's 
     coords (L, 3) int32      (t, h, w) token coordinates within the clip
     segment_ids (L,) int32   0 = padding
     loss_mask (L,) float32   1 where a token is real
+    known_mask (L,) bool     tokens given as clean conditioning (image-to-video training)
     text_tokens (Lt,) int32, text_segment_ids (Lt,) int32
     segment_grid (S, 3) int32     token grid (gt, gh, gw) of segment k+1, for unpatchify; 0 unused
     segment_record (S, 2) int64   (source, record index) of segment k+1; -1 unused
@@ -20,7 +21,7 @@ import dataclasses
 import grain
 import numpy as np
 
-PACKED_FEATURES = ("tokens", "coords", "text_tokens")
+PACKED_FEATURES = ("tokens", "coords", "known_mask", "text_tokens")
 META_FEATURES = ("grid", "record")
 
 
@@ -43,7 +44,7 @@ def pack(
         raise ValueError(f"unknown packing algorithm {algorithm!r}; known: {sorted(PACKERS)}")
     return PACKERS[algorithm](
         dataset,
-        length_struct={"tokens": seq_len, "coords": seq_len, "text_tokens": text_len},
+        length_struct={"tokens": seq_len, "coords": seq_len, "known_mask": seq_len, "text_tokens": text_len},
         num_packing_bins=bins,
         seed=seed,
         shuffle_bins=True,
@@ -64,6 +65,7 @@ def finalize_row(row: dict, max_segments: int) -> dict:
         "coords": row["coords"].astype(np.int32),
         "segment_ids": segment_ids,
         "loss_mask": (segment_ids > 0).astype(np.float32),
+        "known_mask": row["known_mask"].astype(bool),
         "text_tokens": row["text_tokens"].astype(np.int32),
         "text_segment_ids": row["text_tokens_segment_ids"].astype(np.int32),
         "segment_grid": grid,

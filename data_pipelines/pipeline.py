@@ -41,6 +41,15 @@ def _caption_tokens(clip: dict, c: ml_collections.ConfigDict, tokenizer, rng: np
     return tokenizer.encode(clip[key], max_len=c.max_text_tokens)  # (n_text,)
 
 
+def _known_mask(coords: np.ndarray, c: ml_collections.ConfigDict, rng: np.random.Generator) -> np.ndarray:
+    """Per-token known flags: with probability `known_first_frame_prob`, a video's first token frame
+    is given clean (image-to-video conditioning); images are never conditioned on themselves."""
+    is_video = coords[:, 0].max() > 0
+    if c.known_first_frame_prob > 0 and is_video and rng.random() < c.known_first_frame_prob:
+        return coords[:, 0] == 0  # (N,)
+    return np.zeros(len(coords), bool)  # (N,)
+
+
 def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
     """Sizes one decoded clip under the token budget and cuts it into spacetime patches."""
     video = size_clip(clip["video"], data_config.sizing_config(c), rng)  # (T', H', W', 3)
@@ -48,6 +57,7 @@ def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.Conf
     return {
         "tokens": tokens,
         "coords": coords,
+        "known_mask": _known_mask(coords, c, rng),
         "text_tokens": _caption_tokens(clip, c, tokenizer, rng),
         "grid": np.asarray(grid, np.int32),
         "record": clip["record"],
@@ -71,6 +81,7 @@ def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.Con
     return {
         "tokens": tokens,
         "coords": coords,
+        "known_mask": _known_mask(coords, c, rng),
         "text_tokens": _caption_tokens(clip, c, tokenizer, rng),
         "grid": np.asarray(grid, np.int32),
         "record": clip["record"],

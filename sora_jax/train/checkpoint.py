@@ -64,6 +64,15 @@ class Checkpointer:
         self._manager.reload()
         return target
 
+    def restore_state(self, abstract_state):
+        """Only the train state of the latest checkpoint (no data position): for initialising a new
+        stage from an earlier one. Returns `(step, state)`; raises FileNotFoundError without one."""
+        steps = self.steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory} to initialise from")
+        restored = self._manager.restore(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        return steps[-1], restored["state"]
+
     def reached_preemption(self, step: int) -> bool:
         """True on every process once any process received a preemption notice (multi-host safe)."""
         return self._manager.reached_preemption(step)
@@ -74,6 +83,19 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def read_state(directory: str, step: int | None = None) -> dict:
+    """A checkpoint's train state as saved (nested dicts of arrays), without a model to restore into:
+    for tools and tests that inspect weights. `step` defaults to the latest."""
+    manager = ocp.CheckpointManager(os.path.abspath(directory))
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {directory}")
+        return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    finally:
+        manager.close()
 
 
 def abstract_like(state, shardings):

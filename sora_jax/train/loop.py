@@ -59,6 +59,8 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     if restored is not None:
         state = restored[1]
         log(f"resumed from step {restored[0]} in {checkpoints.directory}")
+    elif c.get("init_from"):
+        state = _initialise_from(c.init_from, state, shardings, log)
     start = int(state.step)
     host = task.host_batch(next(train_input))
     batch_sh = batch_shardings(host, mesh, rules, c.global_batch_size)
@@ -91,6 +93,17 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         writer.close()
         stop.restore()
     return {"step": step, "workdir": workdir, "skipped_steps": int(state.skipped)}
+
+
+def _initialise_from(workdir: str, state, shardings, log):
+    """A new stage starting from an earlier stage's weights: its parameters (and EMA), fresh optimizer."""
+    source = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, async_save=False)
+    try:
+        step, earlier = source.restore_state(abstract_like(state, shardings))
+    finally:
+        source.close()
+    log(f"initialised parameters from {workdir} (step {step})")
+    return state.replace(params=earlier.params, ema=earlier.ema if state.ema is not None else None)
 
 
 def _make_input(c, split: str, mesh, rules) -> ShardedInput:

@@ -155,3 +155,23 @@ def test_bad_config_values_are_named(tiny_shapes_world):
         pipeline.build(make_config(["/nonexistent/dir"]))
     with pytest.raises(ValueError, match="process_index"):
         pipeline.build(make_config([tiny_shapes_world]), process_index=2, process_count=2)
+
+
+def test_known_first_frames_for_image_to_video(tiny_shapes_world):
+    c = make_config([tiny_shapes_world], num_epochs=1, known_first_frame_prob=1.0)
+    conditioned = 0
+    for batch in pipeline.build(c):
+        assert batch["known_mask"].dtype == bool
+        for row in range(batch["segment_ids"].shape[0]):
+            ids, known, t = batch["segment_ids"][row], batch["known_mask"][row], batch["coords"][row, :, 0]
+            assert not known[ids == 0].any()
+            for k in range(1, ids.max() + 1):
+                seg = ids == k
+                if t[seg].max() > 0:  # videos: exactly their first token frame is known
+                    np.testing.assert_array_equal(known[seg], t[seg] == 0)
+                    conditioned += 1
+                else:  # images are never conditioned on themselves
+                    assert not known[seg].any()
+    assert conditioned > 10
+    plain = next(iter(pipeline.build(make_config([tiny_shapes_world]))))
+    assert not plain["known_mask"].any()

@@ -158,3 +158,30 @@ def test_two_processes_match_one(tmp_path, env):
 def test_bad_config_values_fail_before_building(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(os.path.join(ROOT, "experiments", "pretrain.py") + ":tiny", [override])
+
+
+def test_finetune_starts_from_the_pretrained_parameters(tmp_path, env, uninterrupted):
+    finetune = ["--config.data.sources=['shapes_world:tiny']", "--config.data.seq_len=256",
+                "--config.data.max_tokens_per_clip=256", "--config.data.max_frames=5", "--config.steps=2",
+                "--config.data.known_first_frame_prob=0.5", "--config.sample_shape=(5, 16, 16)"]
+    base = [sys.executable, "-m", "sora_jax.cli", "train", "--config", "experiments/finetune.py:tiny", *TINY, *finetune]
+    started = subprocess.run([*base, "--workdir", str(tmp_path / "ft"), f"--config.init_from={uninterrupted}"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert f"initialised parameters from {uninterrupted} (step 12)" in started.stdout
+    import jax  # noqa: PLC0415
+
+    from sora_jax.train.checkpoint import read_state  # noqa: PLC0415
+
+    before = read_state(os.path.join(uninterrupted, "checkpoints"))
+    after = read_state(str(tmp_path / "ft" / "checkpoints"))
+    assert int(after["step"]) == 2 and int(before["step"]) == 12
+    earlier = read_state(os.path.join(uninterrupted, "checkpoints"), step=4)
+
+    def distance(x, y):
+        return max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+
+    # Two warmup steps of finetuning move the pretrained weights far less than pretraining did
+    # between steps 4 and 12; weights that did not come from the pretrain run would not be that close.
+    moved, pretrain_moved = distance(after["params"], before["params"]), distance(before["params"], earlier["params"])
+    assert moved < 0.1 * pretrain_moved, (moved, pretrain_moved)
