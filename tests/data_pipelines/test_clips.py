@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from data_pipelines.clips import ClipBatchConfig, build_clip_batches, crop_clip
+
+
+def test_clip_batches_have_fixed_shapes_and_come_from_the_data(tiny_shapes_world):
+    c = ClipBatchConfig(sources=(tiny_shapes_world,), frames=5, size=32, batch_size=3)
+    it = iter(build_clip_batches(c))
+    batch = next(it)
+    assert batch["video"].shape == (3, 5, 32, 32, 3) and batch["image"].shape == (3, 1, 32, 32, 3)
+    assert batch["video"].dtype == np.uint8 and batch["video"].std() > 5  # real content, not padding
+    state = it.get_state()
+    following = next(it)
+    again = iter(build_clip_batches(c))
+    again.set_state(state)
+    np.testing.assert_array_equal(next(again)["video"], following["video"])
+
+
+def test_crop_keeps_pixels_and_window():
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (12, 40, 50, 3)).astype(np.uint8)
+    out = crop_clip({"video": video}, np.random.default_rng(1), ClipBatchConfig(sources=("x",), frames=4, size=32))
+    crop = out["video"]
+    # The crop is an exact window of the original (no resize when frames are big enough).
+    found = [(t, y, x) for t in range(9) for y in range(9) for x in range(19)
+             if np.array_equal(video[t : t + 4, y : y + 32, x : x + 32], crop)]
+    assert len(found) == 1
+
+
+def test_short_and_small_clips_are_extended_and_scaled_up():
+    video = np.full((2, 16, 24, 3), 100, np.uint8)
+    out = crop_clip({"video": video}, np.random.default_rng(0), ClipBatchConfig(sources=("x",), frames=5, size=32))
+    assert out["video"].shape == (5, 32, 32, 3) and out["image"].shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(out["video"][4], out["video"][1])  # last frame repeated
+
+
+def test_bad_config():
+    with pytest.raises(ValueError):
+        ClipBatchConfig(sources=())
