@@ -28,7 +28,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from sora_jax import parallel
+from sora_jax.models.dit.flops import train_step_flops
 from sora_jax.train.checkpoint import abstract_like
+from sora_jax.train.config import load_config
 from sora_jax.train.optimizer import make_optimizer
 from sora_jax.train.step import TrainState, batch_shardings, make_train_step
 from sora_jax.train.tasks import make_task
@@ -38,8 +40,9 @@ GIB = 1024**3
 HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0}
 # Accelerator-type prefixes as gcloud spells them -> the generation names topologies use.
 GENERATIONS = {"v4": "v4", "v5p": "v5p", "v5litepod": "v5e", "v5e": "v5e", "v6e": "v6e"}
-# Pod slices whose accelerator-type suffix counts TensorCores (2 per chip) rather than chips.
-TWO_CORES_PER_CHIP = ("v4", "v5p")
+# Generations whose chips have two TensorCores run as one device (megacore), wired as 3D tori,
+# and whose accelerator-type suffix counts TensorCores rather than chips (v5p-64 is 32 chips).
+MEGACORE = ("v4", "v5p")
 
 
 class TopologyUnavailable(RuntimeError):
@@ -63,6 +66,17 @@ class Target:
         return self.devices[0].device_kind
 
 
+# Pod-scale configs leave data.sources empty until `sora-jax encode` has written latents, and
+# validation rejects that; compiling reads no data, so a placeholder source lets every other field
+# be validated. A --config.data.sources override given by the user comes later and wins.
+NO_DATA_SOURCES = "data.sources=['(aot: no data is read)']"
+
+
+def load_for_aot(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """`load_config(spec, overrides)` for compiling only: data sources need not exist yet."""
+    return load_config(spec, [NO_DATA_SOURCES, *overrides])
+
+
 def topology_name(spec: str) -> tuple[str, str]:
     """`(generation, "gen:AxB[xC]")` from a topology (`v5p:4x4x4`) or accelerator type (`v5p-64`).
 
@@ -72,15 +86,16 @@ def topology_name(spec: str) -> tuple[str, str]:
     if ":" in spec:
         generation, _, shape = spec.partition(":")
         generation = GENERATIONS.get(generation, generation)
-        if generation not in HBM_GIB or not re.fullmatch(r"\d+(x\d+){1,2}", shape):
-            raise ValueError(f"topology {spec!r} is not of the form GEN:AxB[xC] with GEN in {sorted(HBM_GIB)}")
+        sides = 3 if generation in MEGACORE else 2  # v4/v5p: 3D torus; v5e/v6e: 2D
+        if generation not in HBM_GIB or not re.fullmatch(r"\d+" + r"x\d+" * (sides - 1), shape):
+            raise ValueError(f"topology {spec!r} is not GEN:AxBxC (v4, v5p) or GEN:AxB (v5e, v6e)")
         return generation, f"{generation}:{shape}"
     match = re.fullmatch(r"(v4|v5p|v5litepod|v5e|v6e)-(\d+)", spec)
     if not match:
         raise ValueError(f"{spec!r} is neither a topology (v5p:4x4x4) nor an accelerator type (v5p-64, v5litepod-16)")
     generation, count = GENERATIONS[match[1]], int(match[2])
-    chips = count // 2 if match[1] in TWO_CORES_PER_CHIP else count
-    dims = [2, 2, 1] if generation in ("v4", "v5p") else [1, 1]
+    chips = count // 2 if match[1] in MEGACORE else count
+    dims = [2, 2, 1] if generation in MEGACORE else [1, 1]
     while math.prod(dims) < chips:
         smallest = min(dims)  # grow the smallest side, the last one on ties: 2x2x1, 2x2x2, 2x2x4, 2x4x4, ...
         dims[max(i for i, d in enumerate(dims) if d == smallest)] *= 2
@@ -89,14 +104,38 @@ def topology_name(spec: str) -> tuple[str, str]:
     return generation, f"{generation}:{'x'.join(map(str, dims))}"
 
 
+def topology_options(name: str) -> dict:
+    """Keyword options of `get_topology_desc` that make compile-only devices match real slices.
+
+    v4 and v5p run each chip's two TensorCores as one device (megacore), as JAX does on real ones.
+    Hosts hold 2x2 chips, except single-host v5e/v6e slices of up to 8 chips. Full-cube 3D slices
+    (every side a multiple of 4) and 2D sides of 16 are tori (wraparound links).
+    """
+    generation, _, shape = name.partition(":")
+    dims = tuple(int(d) for d in shape.split("x"))
+    if len(dims) == 3:
+        options = {"wrap": (all(d % 4 == 0 for d in dims),) * 3, "chips_per_host_bounds": (2, 2, 1)}
+    else:
+        host = (*dims, 1) if math.prod(dims) <= 8 else (2, 2, 1)
+        options = {"wrap": (*(d == 16 for d in dims), False), "chips_per_host_bounds": host}
+    if generation in MEGACORE:
+        options["chip_config_name"] = "megacore"
+    return options
+
+
 def tpu_target(spec: str, hbm_gib: float | None = None) -> Target:
-    """Compile-only devices of a TPU topology (no TPU attached); needs libtpu (`jax[tpu]`)."""
+    """Compile-only devices of a TPU topology (no TPU attached); needs libtpu (`jax[tpu]`).
+
+    Raises TopologyUnavailable without libtpu and ValueError for a topology libtpu rejects.
+    """
     generation, name = topology_name(spec)
     from jax.experimental import topologies  # noqa: PLC0415 (only this path needs it)
 
     try:
-        description = topologies.get_topology_desc(name, "tpu")
+        description = topologies.get_topology_desc(name, "tpu", **topology_options(name))
     except RuntimeError as error:
+        if "not installed" not in str(error):
+            raise ValueError(f"libtpu cannot describe topology {name}: {str(error).splitlines()[0]}") from error
         raise TopologyUnavailable(
             f"cannot describe TPU topology {name}: {error}. AOT compilation for a TPU topology needs libtpu; "
             f"install it with `pip install -e \".[tpu]\"` (any Linux x86 host, no TPU needed), or use --cpu-devices N"
@@ -181,48 +220,50 @@ def abstract_batch(c: ml_collections.ConfigDict, task, mesh, rules) -> tuple[dic
     return batch, shardings
 
 
-@dataclasses.dataclass
-class CompiledStep:
-    """A compiled train step and what it was compiled for."""
-
-    compiled: Any  # jax.stages.Compiled: call it with (state, batch, rng) of the abstract shapes
-    state: TrainState  # abstract state (ShapeDtypeStructs with shardings)
-    batch: dict  # abstract batch
-    mesh: jax.sharding.Mesh
-    param_count: int
-    attention: str
-    compile_seconds: float
-
-
-def target_config(c: ml_collections.ConfigDict, target: Target) -> ml_collections.ConfigDict:
-    """`c` with attention pinned to the target's kernel.
+def target_config(c: ml_collections.ConfigDict, target: Target, attention: str | None = None):
+    """A copy of `c` with the attention kernel pinned (`attention`, else the target's default).
 
     The model resolves `attention="auto"` from the backend of the running process, which is the
     host's CPU when compiling for a TPU topology that is not attached; pin what the target would use.
     """
     c = copy.deepcopy(c)
     overrides = dict(c.model.overrides)
-    if overrides.get("attention", "auto") == "auto":
+    if attention is not None:
+        overrides["attention"] = attention
+    elif overrides.get("attention", "auto") == "auto":
         overrides["attention"] = {"gpu": "cudnn", "tpu": "splash"}.get(target.platform, "flash_xla")
     c.model.overrides = overrides
     return c
 
 
-def compile_train_step(c: ml_collections.ConfigDict, target: Target) -> CompiledStep:
-    """Lowers and compiles the trainer's step for `c` on `target` without allocating parameters."""
-    c = target_config(c, target)
+@dataclasses.dataclass
+class LoweredStep:
+    """The trainer's step lowered for a target, with the abstract arguments it was lowered for."""
+
+    lowered: Any  # jax.stages.Lowered; `.compile()` gives an executable taking (state, batch, rng)
+    config: ml_collections.ConfigDict  # the config as compiled (attention pinned)
+    task: Any
+    state: TrainState  # ShapeDtypeStructs with shardings
+    batch: dict  # ShapeDtypeStructs with shardings
+    mesh: jax.sharding.Mesh
+
+    @property
+    def param_count(self) -> int:
+        return sum(math.prod(x.shape) for x in jax.tree.leaves(self.state.params))
+
+
+def lower_train_step(c: ml_collections.ConfigDict, target: Target, attention: str | None = None) -> LoweredStep:
+    """Traces and lowers the trainer's step (donated state) for `c` on `target`; allocates nothing."""
+    c = target_config(c, target, attention)
     mesh, rules = target_mesh(c, target), parallel.get_rules(c.rules)
     task = make_task(c)
     tx, _ = make_optimizer(c.optim, c.steps)
     graphdef, state, shardings = abstract_train_state(task.make_model, tx, mesh, rules, ema=c.optim.ema_decay > 0)
     batch, batch_sh = abstract_batch(c, task, mesh, rules)
-    rng = jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype, sharding=NamedSharding(mesh, PartitionSpec()))
+    key_dtype = jax.eval_shape(jax.random.key, 0).dtype
+    rng = jax.ShapeDtypeStruct((), key_dtype, sharding=NamedSharding(mesh, PartitionSpec()))
     step = make_train_step(graphdef, task.loss_fn, tx, shardings, batch_sh, mesh, rules, c.optim.ema_decay)
-    start = time.perf_counter()
-    compiled = step.lower(state, batch, rng).compile()
-    param_count = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
-    return CompiledStep(compiled, state, batch, mesh, param_count, c.model.overrides["attention"],
-                        time.perf_counter() - start)
+    return LoweredStep(step.lower(state, batch, rng), c, task, state, batch, mesh)
 
 
 def memory_report(compiled) -> dict:
@@ -247,7 +288,12 @@ def memory_report(compiled) -> dict:
 
 
 def flops_per_device(compiled) -> float | None:
-    """FLOPs of the compiled per-device program from `cost_analysis()`, None where XLA gives none."""
+    """FLOPs of the compiled per-device program from `cost_analysis()`, None where XLA gives none.
+
+    XLA counts a loop body once: with scanned layers (`scan_layers`, the default) this is what runs
+    outside the layer loops plus one layer's forward and backward, not the whole step (checked on
+    CPU: depth 2 and depth 4 report the same figure). `model_flops_per_step` counts every layer.
+    """
     try:
         analysis = compiled.cost_analysis()
     except (NotImplementedError, RuntimeError):
@@ -258,16 +304,44 @@ def flops_per_device(compiled) -> float | None:
     return float(flops) if flops is not None and flops >= 0 else None
 
 
-def report(c: ml_collections.ConfigDict, target: Target, step: CompiledStep) -> dict:
-    """The one-line JSON record `tpu/aot_compile.py` prints."""
-    memory = memory_report(step.compiled)
-    return {
+def model_flops_per_step(step: LoweredStep) -> float:
+    """Analytic train-step FLOPs (`dit.flops`) with every row one segment of `seq_len` tokens and
+    `max_text_tokens` text: the most attention work a packed row can hold."""
+    data = step.config.data
+    rows = [([data.seq_len], [data.max_text_tokens])] * step.config.global_batch_size
+    return train_step_flops(step.task.dit_config, rows)
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    """True for XLA's compile-time verdict that the program does not fit (TPU checks HBM when compiling)."""
+    return isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
+def compile_report(c: ml_collections.ConfigDict, target: Target, attention: str | None = None) -> dict:
+    """Lowers and compiles `c`'s train step for `target` and returns the JSON-ready report.
+
+    A compile that XLA stops for lack of device memory is a result, not a crash: `fits` is False and
+    `compile_error` holds XLA's message (with the bytes it needed). Other errors propagate.
+    """
+    start = time.perf_counter()
+    step = lower_train_step(c, target, attention)
+    c = step.config
+    record = {
         "target": target.name, "platform": target.platform, "device_kind": target.device_kind,
         "devices": len(target.devices), "mesh": dict(step.mesh.shape), "rules": c.rules,
-        "attention": step.attention, "preset": c.model.preset, "params": step.param_count,
+        "attention": c.model.overrides["attention"], "preset": c.model.preset, "params": step.param_count,
         "global_batch_size": c.global_batch_size, "seq_len": c.data.seq_len, "text_len": c.data.text_len,
-        "memory_per_device": memory, "flops_per_device": flops_per_device(step.compiled),
-        "hbm_gib": target.hbm_gib,
-        "fits": None if target.hbm_gib is None else memory["total_bytes"] <= target.hbm_gib * GIB,
-        "compile_seconds": round(step.compile_seconds, 2),
+        "hbm_gib": target.hbm_gib, "model_flops_per_step": model_flops_per_step(step),
     }
+    try:
+        compiled = step.lowered.compile()
+    except jax.errors.JaxRuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        return record | {"fits": False, "memory_per_device": None, "xla_flops_per_device": None,
+                         "compile_error": str(error).splitlines()[0][:500],
+                         "compile_seconds": round(time.perf_counter() - start, 2)}
+    memory = memory_report(compiled)
+    fits = None if target.hbm_gib is None else memory["total_bytes"] <= target.hbm_gib * GIB
+    return record | {"fits": fits, "memory_per_device": memory, "xla_flops_per_device": flops_per_device(compiled),
+                     "compile_seconds": round(time.perf_counter() - start, 2)}
