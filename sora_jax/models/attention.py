@@ -13,6 +13,9 @@ Implementations:
 - `cudnn`: the same call with `implementation="cudnn"` (flash attention on NVIDIA GPUs; the
   boolean mask is applied inside the fused kernel).
 - `splash`: Pallas splash attention on TPU with `SegmentIds`, which skips fully-masked blocks.
+  Mosaic kernels cannot be partitioned by XLA, so under a mesh (`sora_jax.parallel.use_mesh_rules`)
+  the kernel runs per shard in `shard_map`: rows split over the batch axes, heads over the tensor
+  axis (sequence-sharded attention would need ring attention and is refused).
   `splash_interpret` runs the same kernel in the Pallas interpreter (CPU tests).
 - `auto`: cudnn on GPU, splash on TPU, flash_xla elsewhere.
 
@@ -20,10 +23,14 @@ Implementations:
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from sora_jax.models.flash_xla import blockwise_attention
+from sora_jax.parallel import current_mesh_rules, logical_spec
 
 IMPLEMENTATIONS = ("auto", "xla", "flash_xla", "cudnn", "splash", "splash_interpret")
 
@@ -64,7 +71,24 @@ def attention(
         return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
     if implementation == "flash_xla":
         return blockwise_attention(query, key, value, q_segment_ids, kv_segment_ids, block=128)
-    return _splash(query, key, value, q_segment_ids, kv_segment_ids, interpret=implementation == "splash_interpret")
+    interpret = implementation == "splash_interpret"
+    context = current_mesh_rules()
+    if context is None:
+        return _splash(query, key, value, q_segment_ids, kv_segment_ids, interpret=interpret)
+    return _sharded_splash(query, key, value, q_segment_ids, kv_segment_ids, interpret, *context)
+
+
+def _sharded_splash(query, key, value, q_segment_ids, kv_segment_ids, interpret, mesh, rules):
+    """Splash attention per shard: `(B, L, H, D)` split over batch axes (rows) and heads."""
+    if logical_spec(("length",), rules)[0] is not None:
+        raise ValueError("splash attention with sequence-sharded tokens needs ring attention, which is not "
+                         "implemented; use rules without 'length' sharding or attention='flash_xla'")
+    rows, heads = logical_spec(("batch",), rules)[0], logical_spec(("heads",), rules)[0]
+    qkv = PartitionSpec(rows, None, heads, None)
+    ids = PartitionSpec(rows, None)
+    kernel = functools.partial(_splash, interpret=interpret)
+    return jax.shard_map(kernel, mesh=mesh, in_specs=(qkv, qkv, qkv, ids, ids), out_specs=qkv, check_vma=False)(
+        query, key, value, q_segment_ids, kv_segment_ids)
 
 
 def reference_attention(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:

@@ -9,12 +9,14 @@ from sora_jax.parallel.rules import LOGICAL_AXES, RULE_PRESETS, get_rules, logic
 from sora_jax.parallel.sharding import (
     batch_sharding,
     constrain,
+    current_mesh_rules,
     init_sharded,
     state_shardings,
     use_mesh_rules,
 )
 
 __all__ = [
-    "LOGICAL_AXES", "MESH_AXES", "RULE_PRESETS", "batch_sharding", "constrain", "get_rules", "init_sharded",
+    "LOGICAL_AXES", "MESH_AXES", "RULE_PRESETS", "batch_sharding", "constrain", "current_mesh_rules", "get_rules",
+    "init_sharded",
     "logical_spec", "make_mesh", "mesh_shape", "state_shardings", "use_mesh_rules",
 ]

@@ -32,6 +32,11 @@ def use_mesh_rules(mesh: jax.sharding.Mesh, rules: dict[str, object]):
         _CONTEXT.reset(token)
 
 
+def current_mesh_rules():
+    """`(mesh, rules)` set by the innermost `use_mesh_rules`, or None."""
+    return _CONTEXT.get()
+
+
 def _fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: jax.sharding.Mesh) -> PartitionSpec:
     """Drops mesh axes from dimensions they do not divide (tiny test configs), keeping the rest."""
     fitted = []

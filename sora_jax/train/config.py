@@ -83,6 +83,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _need(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
     data_shards = c.data_shards
     _need(data_shards == -1 or data_shards >= 1, "data_shards must be -1 (one per process) or positive")
+    if c.task == "vae":
+        _need(len(c.data.sources) > 0, "data.sources is empty")
+        _need(c.data.frames >= 1 and c.data.size >= 8, "data.frames >= 1 and data.size >= 8 required")
+        _need(c.loss.l1 >= 0 and c.loss.kl >= 0 and c.loss.gan_weight >= 0, "loss weights must be >= 0")
     if c.task == "dit":
         data_config.validate(c.data)
         _need(c.data.max_text_tokens <= c.text_max_len, "data.max_text_tokens must be <= text_max_len")

@@ -9,25 +9,21 @@ single-host ones.
 """
 from __future__ import annotations
 
-import copy
 import json
+from typing import Callable
 
 import jax
-import ml_collections
 import numpy as np
-
-from data_pipelines import pipeline
 
 
 class ShardedInput:
     """Iterator of this process's rows of the global batch, with Grain-checkpointable state."""
 
-    def __init__(self, data: ml_collections.ConfigDict, split: str, global_batch_size: int, shards: list[int],
-                 total_shards: int):
-        per_shard = copy.deepcopy(data)
-        per_shard.batch_size = global_batch_size // total_shards
+    def __init__(self, build: Callable, split: str, global_batch_size: int, shards: list[int], total_shards: int):
+        """`build(split, rows, shard, total_shards)` returns a Grain dataset of `rows`-row batches."""
         self.shards = list(shards)
-        self._iterators = [iter(pipeline.build(per_shard, split, shard, total_shards)) for shard in self.shards]
+        rows = global_batch_size // total_shards
+        self._iterators = [iter(build(split, rows, shard, total_shards)) for shard in self.shards]
 
     def __iter__(self):
         return self

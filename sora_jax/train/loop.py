@@ -18,7 +18,7 @@ from sora_jax.train.data import ShardedInput, local_shards, total_shards
 from sora_jax.train.metrics import MetricsWriter
 from sora_jax.train.optimizer import make_optimizer
 from sora_jax.train.step import batch_shardings, create_train_state, make_train_step
-from sora_jax.train.tasks import VALIDATION_TIMES, make_task
+from sora_jax.train.tasks import make_task
 
 PEAK_TFLOPS = {"gpu": 989.0, "tpu": 459.0}  # H100 SXM / TPU v5p bf16 dense; CPU has no fixed figure
 
@@ -53,7 +53,7 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     task = make_task(c)
     tx, schedule = make_optimizer(c.optim, c.steps)
     graphdef, state, shardings = create_train_state(task.make_model, tx, mesh, rules, ema=c.optim.ema_decay > 0)
-    train_input = _make_input(c, "train", mesh, rules)
+    train_input = _make_input(c, task, "train", mesh, rules)
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), c.keep_checkpoints, c.async_checkpoints)
     restored = checkpoints.restore(abstract_like(state, shardings), train_input, on_fallback=log)
     if restored is not None:
@@ -106,11 +106,12 @@ def _initialise_from(workdir: str, state, shardings, log):
     return state.replace(params=earlier.params, ema=earlier.ema if state.ema is not None else None)
 
 
-def _make_input(c, split: str, mesh, rules) -> ShardedInput:
+def _make_input(c, task, split: str, mesh, rules) -> ShardedInput:
     """This process's share of the global batch: the data shards its devices hold rows of."""
     shards = total_shards(c.data_shards, c.global_batch_size)
     rows = parallel.batch_sharding(mesh, rules, 1, (c.global_batch_size,))
-    return ShardedInput(c.data, split, c.global_batch_size, local_shards(rows, c.global_batch_size, shards), shards)
+    return ShardedInput(task.build_input, split, c.global_batch_size, local_shards(rows, c.global_batch_size, shards),
+                        shards)
 
 
 class _Window:
@@ -124,9 +125,8 @@ class _Window:
         self.start, self.real, self.slots, self.flops = time.perf_counter(), 0, 0, 0.0
 
     def add(self, host: dict, task) -> None:
-        self.real += int(host["loss_mask"].sum())
-        self.slots += host["loss_mask"].size
-        self.flops += task.batch_flops(host)
+        real, slots, flops = task.batch_stats(host)
+        self.real, self.slots, self.flops = self.real + real, self.slots + slots, self.flops + flops
 
     def summary(self) -> dict:
         seconds = max(time.perf_counter() - self.start, 1e-9)
@@ -163,20 +163,18 @@ class _Extras:
     def maybe_run(self, step: int, state, writer) -> None:
         c = self.c
         if c.eval_every and (step % c.eval_every == 0 or step == c.steps):
-            losses = self._validate(state)
-            writer.write(step - 1, {f"val_loss_t{t:.1f}": float(v) for t, v in zip(VALIDATION_TIMES, losses)}
-                         | {"val_loss": float(np.mean(losses))})
+            writer.write(step - 1, {k: float(v) for k, v in self._validate(state).items()})
         if c.sample_every and self.primary and (step % c.sample_every == 0 or step == c.steps):
             params = state.ema if state.ema is not None else state.params
             self.task.write_samples(nnx.merge(self.graphdef, params), self.workdir, step)
 
     def _validate(self, state):
         if self._validation is None:
-            held_out = _make_input(self.c, "validation", self.mesh, self.rules)
+            held_out = _make_input(self.c, self.task, "validation", self.mesh, self.rules)
             host = self.task.host_batch(next(held_out))
             sh = batch_shardings(host, self.mesh, self.rules, self.c.global_batch_size)
             self._validation = (to_global(host, sh), jax.jit(
                 lambda params, batch: self.task.validation_fn(nnx.merge(self.graphdef, params), batch, jax.random.key(0))))
         batch, fn = self._validation
-        return np.asarray(fn(state.params, batch))
+        return jax.device_get(fn(state.params, batch))
 

@@ -12,6 +12,7 @@ on every step.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import flax.struct
@@ -75,11 +76,17 @@ def batch_shardings(batch: dict, mesh, rules, global_batch_size: int | None = No
     return {k: batch_sharding(mesh, rules, v.ndim, (rows, *v.shape[1:])) for k, v in batch.items()}
 
 
-def loss_and_grads(graphdef, loss_fn: LossFn, params, batch: dict, rng: jax.Array, mesh, rules):
+def takes_step(loss_fn: LossFn) -> bool:
+    """Whether `loss_fn` wants the step number (schedules inside the loss, e.g. a GAN warm-up)."""
+    return "step" in inspect.signature(loss_fn).parameters
+
+
+def loss_and_grads(graphdef, loss_fn: LossFn, params, batch: dict, rng: jax.Array, mesh, rules, step=None):
     """`((loss, metrics), grads)` of `loss_fn` at `params` (to be called inside `jax.jit`)."""
 
     def loss_of(p):
-        return loss_fn(nnx.merge(graphdef, p), batch, rng)
+        model = nnx.merge(graphdef, p)
+        return loss_fn(model, batch, rng, step=step) if takes_step(loss_fn) else loss_fn(model, batch, rng)
 
     with use_mesh_rules(mesh, rules):
         return jax.value_and_grad(loss_of, has_aux=True)(params)
@@ -98,7 +105,7 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def step(state: TrainState, batch: dict, rng: jax.Array):
-        (loss, metrics), grads = loss_and_grads(graphdef, loss_fn, state.params, batch, rng, mesh, rules)
+        (loss, metrics), grads = loss_and_grads(graphdef, loss_fn, state.params, batch, rng, mesh, rules, state.step)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

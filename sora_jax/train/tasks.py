@@ -5,6 +5,7 @@ the config's `task` field.
 """
 from __future__ import annotations
 
+import copy
 import os
 
 import jax
@@ -13,6 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from data_pipelines import pipeline
 from sora_jax.diffusion.flow import FlowConfig, flow_loss, validation_loss
 from sora_jax.diffusion.rows import pack_rows, unpack_rows
 from sora_jax.diffusion.sampler import SamplerConfig, sample
@@ -43,8 +45,18 @@ class DiTTask:
     def loss_fn(self, model, batch, rng):
         return flow_loss(model, batch, rng, self.flow)
 
+    def build_input(self, split: str, rows: int, shard: int, total_shards: int):
+        """The packed-row Grain pipeline for one data shard, `rows` rows per batch."""
+        data = copy.deepcopy(self.c.data)
+        data.batch_size = rows
+        return pipeline.build(data, split, shard, total_shards)
+
     def host_batch(self, batch: dict) -> dict:
         return model_inputs(batch)
+
+    def batch_stats(self, batch: dict) -> tuple[int, int, float]:
+        """(real tokens, token slots, train-step model FLOPs) of a host batch."""
+        return int(batch["loss_mask"].sum()), batch["loss_mask"].size, self.batch_flops(batch)
 
     def batch_flops(self, batch: dict) -> float:
         """Train-step model FLOPs of a host batch (3x forward), attention per segment."""
@@ -56,8 +68,10 @@ class DiTTask:
             total += forward_flops(self.dit_config, tokens, text)
         return 3.0 * total
 
-    def validation_fn(self, model, batch, rng):
-        return validation_loss(model, batch, rng, jnp.asarray(VALIDATION_TIMES), self.flow)
+    def validation_fn(self, model, batch, rng) -> dict:
+        """Flow loss on held-out rows at fixed times (no caption dropout)."""
+        losses = validation_loss(model, batch, rng, jnp.asarray(VALIDATION_TIMES), self.flow)
+        return {f"val_loss_t{t:.1f}": losses[i] for i, t in enumerate(VALIDATION_TIMES)} | {"val_loss": jnp.mean(losses)}
 
     def write_samples(self, model, workdir: str, step: int) -> list[str]:
         """Generates the config's sample prompts at `sample_shape` and writes GIFs (pixel mode)."""
@@ -100,11 +114,12 @@ def _sample_rows(model, rows: dict, flow: FlowConfig, config: SamplerConfig, see
     return np.asarray(run(params, noise))
 
 
-TASKS = {"dit": DiTTask}
-
-
 def make_task(c: ml_collections.ConfigDict):
-    """The task object for `c.task`; tasks of later issues register in `TASKS`."""
-    if c.task not in TASKS:
-        raise ValueError(f"task {c.task!r} is not available in this build; available: {sorted(TASKS)}")
-    return TASKS[c.task](c)
+    """The task object for `c.task` (dit, vae); raises for tasks this build does not have."""
+    if c.task == "dit":
+        return DiTTask(c)
+    if c.task == "vae":
+        from sora_jax.train.vae_task import VAETask  # noqa: PLC0415
+
+        return VAETask(c)
+    raise ValueError(f"task {c.task!r} is not available in this build; available: ['dit', 'vae']")
