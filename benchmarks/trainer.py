@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     task = make_task(c)
     tx, _ = make_optimizer(c.optim, c.steps)
     graphdef, state, shardings = create_train_state(task.make_model, tx, mesh, rules, ema=c.optim.ema_decay > 0)
-    train_input = _make_input(c, "train", mesh, rules)
+    train_input = _make_input(c, task, "train", mesh, rules)
     first = task.host_batch(next(train_input))
     batch_sh = batch_shardings(first, mesh, rules, c.global_batch_size)
     step_fn = make_train_step(graphdef, task.loss_fn, tx, shardings, batch_sh, mesh, rules, c.optim.ema_decay)
