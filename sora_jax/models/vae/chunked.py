@@ -67,6 +67,12 @@ class ChunkedVAE:
         self.encode_step = jax.jit(functools.partial(_encode_step, graphdef))
         self.decode_step = jax.jit(functools.partial(_decode_step, graphdef))
 
+    def refresh(self, vae: VAE) -> None:
+        """Takes `vae`'s current weights (same architecture) without recompiling the chunk functions."""
+        if vae.config != self.config:
+            raise ValueError("refresh needs a VAE of the same config; build a new ChunkedVAE instead")
+        self.state = nnx.state(vae)
+
     def encode_moments(self, video: np.ndarray) -> np.ndarray:
         """Moments `(B, t, h, w, 2c)` of a valid-shaped `video (B, T, H, W, 3)`, chunk by chunk."""
         tf, n = self.config.time_factor, self.chunk_latent_frames
