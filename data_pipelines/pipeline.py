@@ -50,10 +50,10 @@ def _known_mask(coords: np.ndarray, c: ml_collections.ConfigDict, rng: np.random
     return np.zeros(len(coords), bool)  # (N,)
 
 
-def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
-    """Sizes one decoded clip under the token budget and cuts it into spacetime patches."""
-    video = size_clip(clip["video"], data_config.sizing_config(c), rng)  # (T', H', W', 3)
-    tokens, coords, grid = patchify(video, c.patch)  # (N, D), (N, 3)
+def _segment(array: np.ndarray, clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
+    """One clip's packable element: spacetime patches of `array (t, h, w, ch)` with their coordinates,
+    known flags and caption tokens."""
+    tokens, coords, grid = patchify(array, c.patch)  # (N, D), (N, 3)
     return {
         "tokens": tokens,
         "coords": coords,
@@ -62,6 +62,12 @@ def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.Conf
         "grid": np.asarray(grid, np.int32),
         "record": clip["record"],
     }
+
+
+def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
+    """Sizes one decoded clip under the token budget and cuts it into spacetime patches."""
+    video = size_clip(clip["video"], data_config.sizing_config(c), rng)  # (T', H', W', 3)
+    return _segment(video, clip, rng, c, tokenizer)
 
 
 def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
@@ -77,15 +83,7 @@ def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.Con
     frames = min(latent.shape[0], (c.max_tokens_per_clip // per_frame) * pt)
     frames -= frames % pt
     start = int(rng.integers(0, latent.shape[0] - frames + 1))
-    tokens, coords, grid = patchify(latent[start : start + frames], c.patch)  # (N, D), (N, 3)
-    return {
-        "tokens": tokens,
-        "coords": coords,
-        "known_mask": _known_mask(coords, c, rng),
-        "text_tokens": _caption_tokens(clip, c, tokenizer, rng),
-        "grid": np.asarray(grid, np.int32),
-        "record": clip["record"],
-    }
+    return _segment(latent[start : start + frames], clip, rng, c, tokenizer)  # (frames, h, w, c) window
 
 
 def _source_dataset(index: int, path: str, c, split: str, process_index: int, process_count: int):
