@@ -39,10 +39,12 @@ MEMORY_FRAMES = (17, 65, 257)
 
 
 def log(message: str) -> None:
+    """Progress on stderr, so stdout carries only the JSON line."""
     print(f"[benchmarks.vae] {message}", file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -55,6 +57,7 @@ def shapes_world_video(frames: int, height: int, width: int, seed: int = 0, batc
 
 
 def time_calls(fn, repeats: int, warmup: int = 2) -> list[float]:
+    """Wall seconds of `repeats` calls of `fn` after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -312,6 +315,7 @@ def tiling(args) -> dict:
 
 
 def parse_args(argv=None):
+    """Command-line options (see the module docstring); `--worker` and `--mode` are internal."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="tiny", choices=("tiny", "base"))
     parser.add_argument("--frames", type=int, default=17)
@@ -328,6 +332,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
+    """Runs a worker (internal) or the whole benchmark; returns the dict printed as one JSON line."""
     args = parse_args(argv)
     if args.worker:
         return WORKERS[args.worker](args)

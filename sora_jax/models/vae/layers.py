@@ -63,8 +63,9 @@ def _param(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int, axes: tuple[str,
 
 
 # Below this many input channels the time taps are stacked into one 2D convolution's channels (fewer,
-# fuller contractions); above it, one 2D convolution per tap is summed. Measured on XLA:CPU, where
-# both beat a native 3D convolution by 2-10x (benchmarks/vae.py reports the model-level effect).
+# fuller contractions); above it, one 2D convolution per tap is summed. Measured per layer shape on
+# XLA:CPU, where XLA sends 2D convolutions to YNNPACK and both forms beat its native 3D convolution
+# by 2-10x (16 channels at 64x64: 7 ms stacked, 12 ms summed, 72 ms 3D; 96 channels: 310/220/560 ms).
 TAPS_AS_CHANNELS_BELOW = 64
 
 

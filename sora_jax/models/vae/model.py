@@ -36,6 +36,7 @@ class DiagonalGaussian:
 
     @property
     def std(self) -> jax.Array:
+        """Standard deviation `exp(logvar / 2)`, `(B, t, h, w, c)`."""
         return jnp.exp(0.5 * self.logvar)
 
     def sample(self, rng: jax.Array) -> jax.Array:
