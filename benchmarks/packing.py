@@ -14,7 +14,6 @@ import itertools
 import json
 import time
 
-import numpy as np
 
 from benchmarks.common import hardware, shapes_world_dir
 from data_pipelines import config as data_config

@@ -17,9 +17,14 @@ from flax import nnx
 
 from data_pipelines.clips import ClipBatchConfig, build_clip_batches
 from sora_jax.models.vae import VAE, get_vae_config
-from sora_jax.models.vae.losses import PatchDiscriminator3D, hinge_discriminator_loss, hinge_generator_loss, ssim, vae_loss
-
-PIXEL_SCALE = 127.5
+from sora_jax.models.vae.losses import (
+    PatchDiscriminator3D,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    ssim,
+    vae_loss,
+)
+from sora_jax.train.batch import PIXEL_SCALE
 
 
 class VAEWithDiscriminator(nnx.Module):

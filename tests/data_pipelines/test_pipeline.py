@@ -3,7 +3,6 @@ import collections
 import functools
 import hashlib
 
-import grain
 import numpy as np
 import pytest
 

@@ -1,5 +1,4 @@
 """Mesh construction, logical rules, and sharding goldens for the DiT's parameters."""
-import jax
 import numpy as np
 import pytest
 from flax import nnx

@@ -8,7 +8,6 @@ would alone. Output: the predicted velocity per token, in patch space.
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
