@@ -12,6 +12,7 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.46.1"
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'import ast; t = ast.parse(open("setup.py").read()); print(*[ast.literal_eval(n.value) for n in t.body if isinstance(n, ast.Assign) and n.targets[0].id == "NO_DEPS_REQUIRES"][0])')
 	touch $(STAMP)
 
 venv: $(STAMP)

