@@ -15,7 +15,7 @@ import ml_collections
 
 from data_pipelines import config as data_config
 
-TASKS = ("dit", "vae", "captioner")
+TASKS = ("dit", "vae", "captioner", "probe")
 
 
 def load_config(spec: str, overrides: list[str] | None = None) -> ml_collections.ConfigDict:
@@ -90,6 +90,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.task == "dit":
         data_config.validate(c.data)
         _need(c.data.max_text_tokens <= c.text_max_len, "data.max_text_tokens must be <= text_max_len")
+    if c.task not in ("dit", "vae"):  # later tasks validate their own fields
+        from sora_jax.train.tasks import task_class  # noqa: PLC0415
+
+        check = getattr(task_class(c.task), "validate_config", None)
+        if check is not None:
+            check(c)
     from sora_jax import parallel  # noqa: PLC0415 (keeps config loading light)
 
     parallel.get_rules(c.rules)

@@ -6,6 +6,7 @@ the config's `task` field.
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 
 import jax
@@ -114,12 +115,27 @@ def _sample_rows(model, rows: dict, flow: FlowConfig, config: SamplerConfig, see
     return np.asarray(run(params, noise))
 
 
-def make_task(c: ml_collections.ConfigDict):
-    """The task object for `c.task` (dit, vae); raises for tasks this build does not have."""
-    if c.task == "dit":
-        return DiTTask(c)
-    if c.task == "vae":
-        from sora_jax.train.vae_task import VAETask  # noqa: PLC0415
+# Task name -> "module:Class". Modules import lazily so a stage does not load the others.
+TASK_CLASSES = {
+    "dit": "sora_jax.train.tasks:DiTTask",
+    "vae": "sora_jax.train.vae_task:VAETask",
+    "captioner": "sora_jax.caption.task:CaptionTask",
+    "probe": "sora_jax.eval.probe_task:ProbeTask",
+}
 
-        return VAETask(c)
-    raise ValueError(f"task {c.task!r} is not available in this build; available: ['dit', 'vae']")
+
+def task_class(name: str):
+    """The task class registered as `name`; ValueError naming the known tasks otherwise."""
+    if name not in TASK_CLASSES:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASK_CLASSES)}")
+    module_name, _, class_name = TASK_CLASSES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"task {name!r} is not available in this build ({error})") from None
+    return getattr(module, class_name)
+
+
+def make_task(c: ml_collections.ConfigDict):
+    """The task object for `c.task` (see TASK_CLASSES)."""
+    return task_class(c.task)(c)
