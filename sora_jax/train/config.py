@@ -15,7 +15,7 @@ import ml_collections
 
 from data_pipelines import config as data_config
 
-TASKS = ("dit", "vae", "captioner", "probe")
+TASKS = ("dit", "vae", "captioner", "probe", "upsampler")
 
 
 def load_config(spec: str, overrides: list[str] | None = None) -> ml_collections.ConfigDict:

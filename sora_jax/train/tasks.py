@@ -121,6 +121,7 @@ TASK_CLASSES = {
     "vae": "sora_jax.train.vae_task:VAETask",
     "captioner": "sora_jax.caption.task:CaptionTask",
     "probe": "sora_jax.eval.probe_task:ProbeTask",
+    "upsampler": "sora_jax.caption.upsampler_task:UpsamplerTask",
 }
 
 
