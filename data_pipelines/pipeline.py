@@ -71,7 +71,10 @@ def _prepare_pixels(clip: dict, rng: np.random.Generator, c: ml_collections.Conf
 
 
 def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
-    """Takes a random window of latent frames under the token budget and patchifies it."""
+    """Takes the longest prefix of latent frames under the token budget and patchifies it.
+
+    Always a prefix: the causal VAE encodes frame 0 alone, so a window starting later would teach the
+    DiT a first latent frame the decoder reads as a still image."""
     latent = clip["latent"]  # (t, h, w, c)
     pt, ph, pw = c.patch
     per_frame = (latent.shape[1] // ph) * (latent.shape[2] // pw)
@@ -82,8 +85,7 @@ def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.Con
         )
     frames = min(latent.shape[0], (c.max_tokens_per_clip // per_frame) * pt)
     frames -= frames % pt
-    start = int(rng.integers(0, latent.shape[0] - frames + 1))
-    return _segment(latent[start : start + frames], clip, rng, c, tokenizer)  # (frames, h, w, c) window
+    return _segment(latent[:frames], clip, rng, c, tokenizer)  # (frames, h, w, c) prefix
 
 
 def _source_dataset(index: int, path: str, c, split: str, process_index: int, process_count: int):

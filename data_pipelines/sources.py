@@ -10,6 +10,7 @@ in-memory contract the pipeline works on:
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 from typing import Any, Callable
 
@@ -42,11 +43,18 @@ def data_root() -> str:
 
 
 def resolve_source(spec: str) -> str:
-    """A dataset directory from a source spec: a path, or `shapes_world:CONFIG` (built once, cached)."""
+    """A dataset directory from a source spec: a path, or `shapes_world:CONFIG` (built once, cached).
+
+    A path may also be the `--out` directory a job wrote one dataset into (`OUT/<name>/<version>`).
+    """
     if spec.startswith("shapes_world:"):
         from data_pipelines.shapes_world.builder import build  # noqa: PLC0415
 
         return build(os.path.join(data_root(), "data"), spec.split(":", 1)[1])
+    if not os.path.exists(os.path.join(spec, "dataset_info.json")):
+        found = sorted(glob.glob(os.path.join(spec, "*", "*", "dataset_info.json")))
+        if len(found) == 1:
+            return os.path.dirname(found[0])
     return spec
 
 

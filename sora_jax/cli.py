@@ -5,9 +5,10 @@
     sora-jax data stats --data DATASET_DIR
     sora-jax data show --data DATASET_DIR --out DIR
     sora-jax train --config experiments/pretrain.py:tiny --workdir DIR [--config.steps=100 ...]
+    sora-jax encode --vae-workdir DIR --data DIR --out DIR
     sora-jax demo --out DIR
 
-Later stages add `encode`, `generate`, `caption` and `eval` here.
+Later stages add `generate`, `caption` and `eval` here.
 Bad input ends with a one-line error and exit status 2, not a traceback.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 
 from data_pipelines import cli as data_cli
 from sora_jax import demo
+from sora_jax.encode import cli as encode_cli
 from sora_jax.train import cli as train_cli
 
 
@@ -25,6 +27,7 @@ def make_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     data_cli.register(subparsers)
     train_cli.register(subparsers)
+    encode_cli.register(subparsers)
     demo.register(subparsers)
     return parser
 

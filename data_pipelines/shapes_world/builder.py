@@ -31,9 +31,15 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
     image_fraction: float = 0.3
     max_side: int = 256
     fps: float = 8.0
+    aspects: tuple[float, ...] = ASPECTS
 
 
 CONFIGS = (
+    ShapesWorldConfig(
+        name="demo", description="The CPU demo: 64 px short side, three aspects, 1/9/17 frames (few shapes, few compiles).",
+        num_train=512, num_validation=32, short_sides=(64,), frame_counts=(1, 9, 17), max_side=128,
+        aspects=(0.5, 1.0, 2.0),
+    ),
     ShapesWorldConfig(
         name="tiny", description="CPU tests and demos: 32-128 px, 1-17 frames.",
         num_train=192, num_validation=32, short_sides=(32, 48, 64), frame_counts=(1, 5, 9, 17), max_side=128,
@@ -62,7 +68,7 @@ def clip_shape(seed: int, config: ShapesWorldConfig) -> tuple[int, int, int]:
     videos = [f for f in config.frame_counts if f > 1] or [1]
     frames = 1 if is_image else int(rng.choice(videos))
     short = int(rng.choice(config.short_sides))
-    aspect = float(rng.choice(ASPECTS))
+    aspect = float(rng.choice(config.aspects))
     height, width = (short, short * aspect) if aspect >= 1 else (short / aspect, short)
     scale = min(1.0, config.max_side / max(height, width))
     height, width = (max(16, int(round(s * scale / 8)) * 8) for s in (height, width))

@@ -14,6 +14,7 @@ import time
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -83,6 +84,18 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def save_weights(directory: str, step: int, params) -> None:
+    """Saves a weights-only state `{step, params}` at `step` (what `read_state` and
+    `train.restore.load_trained` read), for workdirs made without training."""
+    manager = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=True))
+    try:
+        state = {"step": np.asarray(step, np.int32), "params": params}
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
 
 
 def read_state(directory: str, step: int | None = None) -> dict:

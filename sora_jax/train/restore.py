@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sora_jax.train.checkpoint import read_state
+from sora_jax.train.checkpoint import read_state, save_weights
 
 
 @dataclasses.dataclass
@@ -89,3 +89,16 @@ def load_trained(workdir: str, step: int | None = None, ema: bool = True) -> Tra
     params.replace_by_pure_dict(restored)
     model = nnx.merge(graphdef, params)
     return Trained(config=config, task=task, model=model, step=int(np.asarray(saved["step"])), workdir=workdir)
+
+
+def init_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes `config.json` and a step-0 checkpoint of the config's freshly initialised weights:
+    a workdir that `load_trained` reads, for tools and tests that need one without training."""
+    from sora_jax.train.tasks import make_task  # noqa: PLC0415
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    model = make_task(config).make_model()
+    save_weights(os.path.join(workdir, "checkpoints"), 0, nnx.state(model).to_pure_dict())
+    return workdir
