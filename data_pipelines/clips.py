@@ -66,14 +66,43 @@ def crop_clip(clip: dict, rng: np.random.Generator, c: ClipBatchConfig) -> dict:
     }
 
 
+class PhotoClips:
+    """Random-access source of camera clips over the sample photographs (`data_pipelines.photos`):
+    record `i` is a deterministic pan/zoom clip of `frames` frames at twice the crop size."""
+
+    def __init__(self, split: str, frames: int, size: int):
+        self.split, self.frames, self.size = split, frames, size
+        self.length = 100_000 if split == "train" else 256
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        from data_pipelines.photos import _photo, camera_clip, photo_names  # noqa: PLC0415
+
+        names = photo_names(self.split)
+        rng = np.random.default_rng([int(index), 11])
+        video = camera_clip(_photo(names[int(index) % len(names)]), self.frames, 2 * self.size, 2 * self.size, rng)
+        return {"video": video}  # (frames, 2*size, 2*size, 3)
+
+
+def _clip_dataset(path: str, c: ClipBatchConfig, split: str):
+    """Decoded clips of one source: a built dataset, or "photos" (camera clips over sample photos)."""
+    if path == "photos":
+        return grain.MapDataset.source(PhotoClips(split, c.frames, c.size))
+    source, name = open_source(path, split)
+    return grain.MapDataset.source(source).map(clip_decoder(name, DecodeOptions()))
+
+
 def build_clip_batches(c: ClipBatchConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
-    """Grain IterDataset of `{"video": (B, frames, size, size, 3), "image": (B, 1, size, size, 3)}` uint8."""
+    """Grain IterDataset of `{"video": (B, frames, size, size, 3), "image": (B, 1, size, size, 3)}` uint8.
+
+    A source is a built clip dataset (path or spec) or `"photos"`: camera clips over the sample
+    photographs of scikit-image and scikit-learn (train and validation use different photos)."""
     datasets = []
     for index, path in enumerate(c.sources):
-        source, name = open_source(path, split)
-        decode = clip_decoder(name, DecodeOptions())
-        ds = grain.MapDataset.source(source)[process_index::process_count]
-        ds = ds.seed(c.seed + index).shuffle().repeat(c.num_epochs).map(decode)
+        ds = _clip_dataset(path, c, split)[process_index::process_count]
+        ds = ds.seed(c.seed + index).shuffle().repeat(c.num_epochs)
         datasets.append(ds)
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets)
     ds = ds.seed(c.seed).random_map(functools.partial(crop_clip, c=c))

@@ -7,6 +7,8 @@ and a batch of image crops (T = 1), so both live in the same latent space.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 
 import jax
@@ -55,10 +57,15 @@ class VAETask:
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         d = self.c.data
         config = ClipBatchConfig(sources=tuple(d.sources), frames=d.frames, size=d.size, batch_size=rows, seed=d.seed)
-        return build_clip_batches(config, split, shard, total_shards)
+        batches = build_clip_batches(config, split, shard, total_shards)
+        if split != "validation" or d.sources == ["photos"]:
+            return batches
+        # Held-out photographs ride along every validation batch: PSNR/SSIM on natural images too.
+        photos = next(iter(build_clip_batches(dataclasses.replace(config, sources=("photos",)), split, shard, total_shards)))
+        return batches.map(lambda batch: batch | {"photo_video": photos["video"], "photo_image": photos["image"]})
 
     def host_batch(self, batch: dict) -> dict:
-        return {k: batch[k].astype(np.float32) / PIXEL_SCALE - 1.0 for k in ("video", "image")}
+        return {k: v.astype(np.float32) / PIXEL_SCALE - 1.0 for k, v in batch.items()}
 
     def batch_stats(self, batch: dict) -> tuple[int, int, float]:
         pixels = sum(v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3] for v in batch.values())
@@ -90,7 +97,9 @@ class VAETask:
     def validation_fn(self, model, batch, rng) -> dict:
         """PSNR and SSIM of mode reconstructions of held-out crops."""
         out = {}
-        for name in ("video", "image"):
+        for name in ("video", "image", "photo_video", "photo_image"):
+            if name not in batch:
+                continue
             reconstruction, _ = model.vae(batch[name])
             out[f"val_{name}_psnr"] = psnr(batch[name], reconstruction)
             out[f"val_{name}_ssim"] = jnp.mean(ssim(batch[name], jnp.clip(reconstruction, -1, 1)))

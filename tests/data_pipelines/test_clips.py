@@ -38,3 +38,25 @@ def test_short_and_small_clips_are_extended_and_scaled_up():
 def test_bad_config():
     with pytest.raises(ValueError):
         ClipBatchConfig(sources=())
+
+
+def test_photo_clips_are_camera_motion_over_held_out_photos():
+    from data_pipelines.photos import photo_clips, photo_names
+
+    assert set(photo_names("train")).isdisjoint(photo_names("validation"))
+    clips = photo_clips("validation", 3, 9, 32, 48, seed=1)
+    assert clips.shape == (3, 9, 32, 48, 3) and clips.dtype == np.uint8
+    np.testing.assert_array_equal(clips, photo_clips("validation", 3, 9, 32, 48, seed=1))  # deterministic
+    step = np.abs(np.diff(clips.astype(np.float32), axis=1)).mean()  # consecutive frames
+    apart = np.abs(clips[:, :1].astype(np.float32) - clips[:, -1:]).mean()  # first vs last frame
+    assert 0.3 < step < apart  # the camera moves smoothly: small steps adding up
+    assert clips.std() > 20  # real image content, not a flat fill
+
+
+def test_photos_source_in_clip_batches():
+    from data_pipelines.clips import ClipBatchConfig, build_clip_batches
+
+    config = ClipBatchConfig(sources=("photos",), frames=5, size=16, batch_size=2)
+    batch = next(iter(build_clip_batches(config, "validation")))
+    assert batch["video"].shape == (2, 5, 16, 16, 3) and batch["image"].shape == (2, 1, 16, 16, 3)
+    assert batch["video"].std() > 10

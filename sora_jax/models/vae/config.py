@@ -31,6 +31,10 @@ class VAEConfig:
       mid_attention: single-head spatial self-attention (per frame, so still causal) in the middle
         blocks of encoder and decoder.
       logvar_min, logvar_max: clip range of the posterior log-variance.
+      logvar_init: initial posterior log-variance (bias of the encoder's last layer). At 0 the
+        training draws start with unit-variance noise that drowns the still-small latent means and
+        slows early training several-fold; a small start lets reconstruction learn first while the
+        KL term raises the variance where the decoder tolerates it.
       norm_eps: epsilon of the channel RMS norms.
       size_policy: "error" (reject sizes that do not fit the factors) or "pad" (pad, then crop back).
       chunk_latent_frames: latent frames per chunk in chunked encode/decode (after frame 0).
@@ -46,6 +50,7 @@ class VAEConfig:
     mid_attention: bool = True
     logvar_min: float = -30.0
     logvar_max: float = 20.0
+    logvar_init: float = -6.0
     norm_eps: float = 1e-6
     size_policy: str = "error"
     chunk_latent_frames: int = 2

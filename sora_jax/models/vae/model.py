@@ -90,6 +90,8 @@ class Encoder(nnx.Module):
         self.norm_out = RMSNorm(widths[-1], eps, rngs=rngs)
         self.conv_out = CausalConv3d(widths[-1], 2 * config.latent_channels, rngs=rngs)
         self.quant = CausalConv3d(2 * config.latent_channels, 2 * config.latent_channels, (1, 1, 1), rngs=rngs)
+        z = config.latent_channels
+        self.quant.bias.value = self.quant.bias.value.at[z:].set(config.logvar_init)  # log-variance half
 
     def __call__(self, video: jax.Array, stream: TimeStream | None = None) -> jax.Array:
         stream = stream or TimeStream()
