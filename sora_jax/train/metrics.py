@@ -21,7 +21,9 @@ class MetricsWriter:
         drop_after(self.path, start_step)
         from tensorboardX import SummaryWriter
 
-        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        # purge_step: TensorBoard drops events at or after it from earlier files, so steps logged by a
+        # run that died after its last checkpoint do not show twice after the resume.
+        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
         if progress:
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 

@@ -91,6 +91,29 @@ def test_sigkill_and_restart_gives_the_same_losses(tmp_path, env, uninterrupted)
     result = run(tmp_path, env)
     assert "resumed from step" in result.stdout + result.stderr
     assert losses(tmp_path) == losses(uninterrupted)  # every step, bit for bit
+    resumed_at = int((result.stdout + result.stderr).split("resumed from step")[-1].split()[0])
+    assert resumed_at in tensorboard_purge_steps(tmp_path)  # TensorBoard drops the steps logged twice
+
+
+def tensorboard_purge_steps(workdir) -> list[int]:
+    """Steps of the SessionLog.START events (purge markers) in a workdir's TensorBoard files."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = []
+    directory = os.path.join(workdir, "tensorboard")
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4  # length, its crc, the record, its crc
+            if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+                steps.append(event.step)
+    return steps
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, env):
