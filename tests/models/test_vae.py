@@ -250,3 +250,41 @@ def test_every_parameter_has_logical_axes(vae):
     shardings = state_shardings(nnx.state(vae, nnx.Param), mesh, get_rules("fsdp"))
     kernel = shardings["encoder"]["conv_in"]["kernel"]
     assert tuple(kernel.get_value().spec) == (None, None, None, None, "fsdp")
+
+
+def test_shortcuts_pass_a_pooled_copy_through_resampling():
+    """DC-AE shortcuts: with the convolutions zeroed, a Downsample is exactly average pooling (space
+    and causal time) and an Upsample exactly the repeat, first chunk and later chunks alike."""
+    from sora_jax.models.vae.layers import Downsample, Upsample, pool_space, pool_time
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(1, 5, 8, 8, 4)), jnp.float32)
+    down = Downsample(4, True, True, shortcut=True, rngs=nnx.Rngs(0))
+    up = Upsample(4, True, True, shortcut=True, rngs=nnx.Rngs(0))
+    for conv in (down.space, down.time, up.space, up.time):
+        conv.kernel.value = jnp.zeros_like(conv.kernel.value)
+    pooled = down(x)  # (1, 3, 4, 4, 4)
+    np.testing.assert_allclose(pooled[:, 0], x[:, 0].reshape(1, 4, 2, 4, 2, 4).mean((2, 4)), atol=1e-6)
+    np.testing.assert_allclose(pooled[:, 1], x[:, 1:3].reshape(1, 2, 4, 2, 4, 2, 4).mean((1, 3, 5)), atol=1e-6)
+    np.testing.assert_allclose(pool_time(pool_space(x), first=True), pooled, atol=1e-6)
+    restored = up(pooled)  # (1, 5, 8, 8, 2)
+    assert restored.shape == (1, 5, 8, 8, 2)
+    expected = np.asarray(pooled).reshape(1, 3, 4, 4, 2, 2).mean(-1)  # channel pairs averaged
+    np.testing.assert_allclose(restored[:, 2], np.repeat(np.repeat(expected[:, 1], 2, 1), 2, 2), atol=1e-6)
+    np.testing.assert_allclose(restored[:, 0], np.repeat(np.repeat(expected[:, 0], 2, 1), 2, 2), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tiny_vae_training_beats_the_block_mean(tmp_path):
+    """300 steps of `experiments/vae.py:tiny` on Shapes World (CPU, a few minutes): held-out video PSNR
+    above what the best constant per 4x8x8 latent cell gives (block mean, ~17.5 dB on these clips),
+    i.e. the 16 latent channels carry structure, not just the average colour."""
+    from sora_jax.train.config import load_config
+    from sora_jax.train.loop import train
+    from sora_jax.train.metrics import read_metrics
+
+    overrides = ["steps=300", "global_batch_size=8", "eval_every=300", "checkpoint_every=0", "sample_every=0",
+                 "progress=False"]
+    train(load_config("experiments/vae.py:tiny", overrides), str(tmp_path), log=lambda *a: None)
+    final = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "val_video_psnr" in r][-1]
+    assert final["val_video_psnr"] > 17.5

@@ -31,6 +31,10 @@ class VAEConfig:
       mid_attention: single-head spatial self-attention (per frame, so still causal) in the middle
         blocks of encoder and decoder.
       logvar_min, logvar_max: clip range of the posterior log-variance.
+      shortcuts: parameter-free residual shortcuts around every resampling stage and the latent
+        bottleneck (DC-AE, Chen et al. 2024: average when halving, repeat when doubling; the bottleneck
+        one needs widths[-1] to be a multiple of latent_channels and is skipped otherwise). Off gives
+        Wan 2.1's layout exactly; on trains several times faster at the same compression.
       logvar_init: initial posterior log-variance (bias of the encoder's last layer). At 0 the
         training draws start with unit-variance noise that drowns the still-small latent means and
         slows early training several-fold; a small start lets reconstruction learn first while the
@@ -51,6 +55,7 @@ class VAEConfig:
     logvar_min: float = -30.0
     logvar_max: float = 20.0
     logvar_init: float = -6.0
+    shortcuts: bool = True
     norm_eps: float = 1e-6
     size_policy: str = "error"
     chunk_latent_frames: int = 2

@@ -203,32 +203,59 @@ class SpatialAttention(nnx.Module):
         return x + out
 
 
+def pool_space(x: jax.Array) -> jax.Array:
+    """2x2 average pooling of `(B, T, H, W, C)` (H, W even)."""
+    b, t, h, w, c = x.shape
+    return x.reshape(b, t, h // 2, 2, w // 2, 2, c).mean(axis=(3, 5))  # (B, T, H/2, W/2, C)
+
+
+def pool_time(x: jax.Array, first: bool) -> jax.Array:
+    """Causal 2x frame averaging matching a stride-2 causal conv: frame 0 alone (first chunk), then pairs."""
+    head, rest = (x[:, :1], x[:, 1:]) if first else (x[:, :0], x)
+    b, t, h, w, c = rest.shape
+    pairs = rest.reshape(b, t // 2, 2, h, w, c).mean(axis=2)  # (B, t/2, H, W, C)
+    return jnp.concatenate([head, pairs], axis=1)  # (B, [1 +] t/2, H, W, C)
+
+
 class Downsample(nnx.Module):
     """Halves height and width (zero-pad right/bottom, 3x3 conv stride 2, as Wan 2.1) and/or the
-    frames after frame 0 (causal conv of 3 frames, stride 2: frame 0 alone, then pairs)."""
+    frames after frame 0 (causal conv of 3 frames, stride 2: frame 0 alone, then pairs).
 
-    def __init__(self, channels: int, space: bool, time: bool, *, rngs: nnx.Rngs):
+    With `shortcut`, each halving adds the parameter-free average of what it merges (a residual
+    autoencoding shortcut, DC-AE, Chen et al. 2024): at initialisation the encoder already passes a
+    pooled copy of its input downwards, which makes high-compression VAEs train several times faster.
+    """
+
+    def __init__(self, channels: int, space: bool, time: bool, shortcut: bool = False, *, rngs: nnx.Rngs):
         halve = CausalConv3d(channels, channels, (1, 3, 3), (1, 2, 2), ((0, 1), (0, 1)), rngs=rngs) if space else None
         self.space = halve
         self.time = CausalConv3d(channels, channels, (3, 1, 1), (2, 1, 1), rngs=rngs) if time else None
+        self.shortcut = shortcut
 
     def __call__(self, x: jax.Array, stream: TimeStream | None = None) -> jax.Array:
+        first = stream is None or stream.first
         if self.space is not None:
-            x = self.space(x, stream)  # (B, T, H/2, W/2, C)
+            y = self.space(x, stream)  # (B, T, H/2, W/2, C)
+            x = y + pool_space(x) if self.shortcut else y
         if self.time is not None:
-            x = self.time(x, stream)  # (B, 1 + (T-1)/2, H', W', C)
+            y = self.time(x, stream)  # (B, 1 + (T-1)/2, H', W', C)
+            x = y + pool_time(x, first) if self.shortcut else y
         return x
 
 
 class Upsample(nnx.Module):
     """Doubles the frames after frame 0 (a causal conv predicts two frames per frame, as Wan 2.1's
     upsample3d) and/or height and width (nearest, then a 3x3 conv that halves the channels, as Wan 2.1).
+
+    With `shortcut`, each doubling adds the parameter-free repeat of its input (frames repeated,
+    pixels repeated with channel pairs averaged): the decoder's half of the DC-AE shortcut.
     """
 
-    def __init__(self, channels: int, space: bool, time: bool, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int, space: bool, time: bool, shortcut: bool = False, *, rngs: nnx.Rngs):
         self.time = CausalConv3d(channels, 2 * channels, (3, 1, 1), rngs=rngs) if time else None
         self.space = CausalConv3d(channels, channels // 2, (1, 3, 3), rngs=rngs) if space else None
         self.out_channels = channels // 2 if space else channels
+        self.shortcut = shortcut
 
     def __call__(self, x: jax.Array, stream: TimeStream | None = None) -> jax.Array:
         if self.time is not None:
@@ -237,10 +264,17 @@ class Upsample(nnx.Module):
             b, t, h, w, c2 = pairs.shape
             pairs = pairs.reshape(b, t, h, w, 2, c2 // 2)  # (B, T, H, W, 2, C)
             frames = jnp.moveaxis(pairs, 4, 2).reshape(b, 2 * t, h, w, c2 // 2)  # (B, 2T, H, W, C)
+            if self.shortcut:
+                frames = frames + jnp.repeat(x, 2, axis=1)  # (B, 2T, H, W, C)
             # Frame 0 was encoded alone, so it decodes to one frame: keep it, drop its predicted pair.
             x = jnp.concatenate([x[:, :1], frames[:, 2:]], axis=1) if first else frames  # (B, 1+2(T-1) | 2T, ...)
         if self.space is not None:
-            x = upsample_conv(x, self.space.kernel[...][0]) + self.space.bias[...]  # (B, T, 2H, 2W, C/2)
+            y = upsample_conv(x, self.space.kernel[...][0]) + self.space.bias[...]  # (B, T, 2H, 2W, C/2)
+            if self.shortcut:
+                b, t, h, w, c = x.shape
+                half = x.reshape(b, t, h, w, c // 2, 2).mean(axis=-1)  # (B, T, H, W, C/2)
+                y = y + jnp.repeat(jnp.repeat(half, 2, axis=2), 2, axis=3)  # (B, T, 2H, 2W, C/2)
+            x = y
         return x
 
 

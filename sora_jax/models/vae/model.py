@@ -67,6 +67,12 @@ def _mid_block(width: int, config: VAEConfig, rngs: nnx.Rngs) -> list:
     return blocks + [ResBlock(width, width, config.norm_eps, rngs=rngs)]
 
 
+def _bottleneck_groups(width: int, config: VAEConfig) -> int:
+    """Feature channels per latent channel of the bottleneck shortcut (0: no shortcut)."""
+    divisible = width % config.latent_channels == 0
+    return width // config.latent_channels if config.shortcuts and divisible else 0
+
+
 def _run(blocks, x: jax.Array, stream: TimeStream) -> jax.Array:
     for block in blocks:
         x = block(x) if isinstance(block, SpatialAttention) else block(x, stream)
@@ -85,11 +91,12 @@ class Encoder(nnx.Module):
                 blocks.append(ResBlock(previous, width, eps, rngs=rngs))
                 previous = width
             if level < config.num_stages and (config.space_stages[level] or config.time_stages[level]):
-                blocks.append(Downsample(width, config.space_stages[level], config.time_stages[level], rngs=rngs))
+                blocks.append(Downsample(width, config.space_stages[level], config.time_stages[level], config.shortcuts, rngs=rngs))
         self.blocks = nnx.List(blocks + _mid_block(widths[-1], config, rngs))
         self.norm_out = RMSNorm(widths[-1], eps, rngs=rngs)
         self.conv_out = CausalConv3d(widths[-1], 2 * config.latent_channels, rngs=rngs)
         self.quant = CausalConv3d(2 * config.latent_channels, 2 * config.latent_channels, (1, 1, 1), rngs=rngs)
+        self.shortcut_groups = _bottleneck_groups(widths[-1], config)
         z = config.latent_channels
         self.quant.bias.value = self.quant.bias.value.at[z:].set(config.logvar_init)  # log-variance half
 
@@ -97,8 +104,12 @@ class Encoder(nnx.Module):
         stream = stream or TimeStream()
         x = self.conv_in(video, stream)  # (B, T, H, W, C0)
         x = _run(self.blocks, x, stream)  # (B, t, h, w, C_last)
-        x = self.conv_out(self.norm_out(x, act=True), stream)  # (B, t, h, w, 2c)
-        return self.quant(x, stream)
+        moments = self.quant(self.conv_out(self.norm_out(x, act=True), stream), stream)  # (B, t, h, w, 2c)
+        if not self.shortcut_groups:
+            return moments
+        b, t, h, w, c = x.shape  # the mean gets the channel-group average of the features (DC-AE)
+        pooled = x.reshape(b, t, h, w, c // self.shortcut_groups, self.shortcut_groups).mean(-1)  # (B, t, h, w, z)
+        return moments + jnp.concatenate([pooled, jnp.zeros_like(pooled)], axis=-1)  # (B, t, h, w, 2z)
 
 
 class Decoder(nnx.Module):
@@ -108,6 +119,7 @@ class Decoder(nnx.Module):
         widths, eps, z = config.widths[::-1], config.norm_eps, config.latent_channels
         self.post_quant = CausalConv3d(z, z, (1, 1, 1), rngs=rngs)
         self.conv_in = CausalConv3d(z, widths[0], rngs=rngs)
+        self.shortcut_groups = _bottleneck_groups(widths[0], config)
         blocks, previous = _mid_block(widths[0], config, rngs), widths[0]
         for level, width in enumerate(widths):
             for _ in range(config.num_res_blocks + 1):
@@ -115,7 +127,7 @@ class Decoder(nnx.Module):
                 previous = width
             stage = config.num_stages - 1 - level  # the encoder stage this level undoes
             if stage >= 0 and (config.space_stages[stage] or config.time_stages[stage]):
-                up = Upsample(width, config.space_stages[stage], config.time_stages[stage], rngs=rngs)
+                up = Upsample(width, config.space_stages[stage], config.time_stages[stage], config.shortcuts, rngs=rngs)
                 blocks.append(up)
                 previous = up.out_channels
         self.blocks = nnx.List(blocks)
@@ -125,6 +137,8 @@ class Decoder(nnx.Module):
     def __call__(self, latents: jax.Array, stream: TimeStream | None = None) -> jax.Array:
         stream = stream or TimeStream()
         x = self.conv_in(self.post_quant(latents, stream), stream)  # (B, t, h, w, C_last)
+        if self.shortcut_groups:
+            x = x + jnp.repeat(latents, self.shortcut_groups, axis=-1)  # (B, t, h, w, C_last): DC-AE shortcut
         x = _run(self.blocks, x, stream)  # (B, T, H, W, C0)
         return self.conv_out(self.norm_out(x, act=True), stream)  # (B, T, H, W, 3)
 
