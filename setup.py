@@ -41,7 +41,9 @@ NO_DEPS_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
     "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
-    "tpu": [f"jax[tpu]=={JAX_VERSION}"],
+    # TPU pods: libtpu, and gs:// workdirs (gcsfs for the trainer's files through etils.epath,
+    # google-cloud-storage for tensorboardX's event files; Orbax writes gs:// itself).
+    "tpu": [f"jax[tpu]=={JAX_VERSION}", "gcsfs==2026.10.1", "google-cloud-storage==3.17.1"],
     # Only parity tests and side-by-side benchmarks import these.
     "parity": ["torch==2.13.0", "diffusers==0.42.1", "transformers==5.23.0"],
 }

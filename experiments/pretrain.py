@@ -22,10 +22,13 @@ from experiments.common import base_config
 
 STAGES = {
     # name: (preset, seq_len, max_frames (latent), images fraction via short_caption_prob, batch, mesh)
-    # stage1 fits v5p-64 at batch 128: 35.1 GiB per chip by tpu/aot_compile.py (1024 needed 212 GiB).
+    # Batches sized by tpu/aot_compile.py (flash_xla attention, per-chip HBM of 95 GiB):
+    # stage1 on v5p-64: batch 128 -> 35.1 GiB (1024 needed 212 GiB);
+    # stage2 on v5p-64: batch 64 (1M tokens/step) -> 63.3 GiB (128 needed 102.8 GiB, 512 409 GiB);
+    # stage3 on v5p-128 (64 chips, fsdp 16 x tensor 4): batch 32 (1M tokens/step) -> 60.1 GiB.
     "stage1_images": dict(seq_len=4096, max_frames=5, global_batch_size=128, mesh=dict(data=-1, fsdp=16)),
-    "stage2_joint": dict(seq_len=16384, max_frames=17, global_batch_size=512, mesh=dict(data=-1, fsdp=32)),
-    "stage3_hires": dict(seq_len=32768, max_frames=33, global_batch_size=256, mesh=dict(data=-1, fsdp=32, tensor=4)),
+    "stage2_joint": dict(seq_len=16384, max_frames=17, global_batch_size=64, mesh=dict(data=-1, fsdp=32)),
+    "stage3_hires": dict(seq_len=32768, max_frames=33, global_batch_size=32, mesh=dict(data=-1, fsdp=16, tensor=4)),
 }
 
 

@@ -17,12 +17,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sora_jax.train import files
+
 
 class Checkpointer:
     """Orbax `CheckpointManager` over `directory` with items `state` and `data`."""
 
     def __init__(self, directory: str, keep: int, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = files.absolute(directory)
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -89,7 +91,7 @@ class Checkpointer:
 def save_weights(directory: str, step: int, params) -> None:
     """Saves a weights-only state `{step, params}` at `step` (what `read_state` and
     `train.restore.load_trained` read), for workdirs made without training."""
-    manager = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(create=True))
+    manager = ocp.CheckpointManager(files.absolute(directory), options=ocp.CheckpointManagerOptions(create=True))
     try:
         state = {"step": np.asarray(step, np.int32), "params": params}
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
@@ -101,7 +103,7 @@ def save_weights(directory: str, step: int, params) -> None:
 def read_state(directory: str, step: int | None = None) -> dict:
     """A checkpoint's train state as saved (nested dicts of arrays), without a model to restore into:
     for tools and tests that inspect weights. `step` defaults to the latest."""
-    manager = ocp.CheckpointManager(os.path.abspath(directory))
+    manager = ocp.CheckpointManager(files.absolute(directory))
     try:
         step = manager.latest_step() if step is None else step
         if step is None:

@@ -15,6 +15,7 @@ from sora_jax import parallel
 from sora_jax.train.batch import to_global
 from sora_jax.train.checkpoint import Checkpointer, abstract_like
 from sora_jax.train.data import ShardedInput, local_shards, total_shards
+from sora_jax.train import files
 from sora_jax.train.metrics import MetricsWriter
 from sora_jax.train.optimizer import make_optimizer
 from sora_jax.train.step import batch_shardings, create_train_state, make_train_step
@@ -45,16 +46,15 @@ class _StopSignal:
 def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     """Trains `c` in `workdir`, resuming from its latest checkpoint; returns a summary dict."""
     primary = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    files.makedirs(workdir)
     if primary:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(c.to_json_best_effort(indent=2))
+        files.write_text(files.join(workdir, "config.json"), c.to_json_best_effort(indent=2))
     mesh, rules = parallel.make_mesh(dict(c.mesh)), parallel.get_rules(c.rules)
     task = make_task(c)
     tx, schedule = make_optimizer(c.optim, c.steps)
     graphdef, state, shardings = create_train_state(task.make_model, tx, mesh, rules, ema=c.optim.ema_decay > 0)
     train_input = _make_input(c, task, "train", mesh, rules)
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), c.keep_checkpoints, c.async_checkpoints)
+    checkpoints = Checkpointer(files.join(workdir, "checkpoints"), c.keep_checkpoints, c.async_checkpoints)
     restored = checkpoints.restore(abstract_like(state, shardings), train_input, on_fallback=log)
     if restored is not None:
         state = restored[1]
@@ -97,7 +97,7 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
 
 def _initialise_from(workdir: str, state, shardings, log):
     """A new stage starting from an earlier stage's weights: its parameters (and EMA), fresh optimizer."""
-    source = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1, async_save=False)
+    source = Checkpointer(files.join(workdir, "checkpoints"), keep=1, async_save=False)
     try:
         step, earlier = source.restore_state(abstract_like(state, shardings))
     finally:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 from tqdm.auto import tqdm
+
+from sora_jax.train import files
 
 
 class MetricsWriter:
@@ -12,18 +13,19 @@ class MetricsWriter:
 
     def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool = True, progress: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = files.join(workdir, "metrics.jsonl")
         self._tensorboard = None
         self._bar = None
         if not enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
+        files.makedirs(workdir)
         drop_after(self.path, start_step)
+        self._lines = [json.dumps(r) for r in read_metrics(self.path)] if files.exists(self.path) else []
         from tensorboardX import SummaryWriter
 
         # purge_step: TensorBoard drops events at or after it from earlier files, so steps logged by a
         # run that died after its last checkpoint do not show twice after the resume.
-        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+        self._tensorboard = SummaryWriter(files.join(workdir, "tensorboard"), purge_step=start_step or None)
         if progress:
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 
@@ -32,8 +34,12 @@ class MetricsWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._lines.append(json.dumps(record))
+        # Object stores have no append: the whole file is rewritten (it stays small: one line per log).
+        if files.is_remote(self.path):
+            files.write_text(self.path, "\n".join(self._lines) + "\n")
+        else:
+            _append(self.path, self._lines[-1])
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 self._tensorboard.add_scalar(key, value, step)
@@ -51,20 +57,22 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
 def drop_after(path: str, step: int) -> None:
     """Removes records of steps >= `step` (written by a run that died before its next checkpoint)."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         return
-    with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) < step]
-    with open(path, "w") as f:
-        f.writelines(kept)
+    kept = [json.dumps(r) + "\n" for r in read_metrics(path) if r.get("step", -1) < step]
+    files.write_text(path, "".join(kept))
 
 
 def read_metrics(path: str) -> list[dict]:
     """All records of a `metrics.jsonl`."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 def _plain(value):

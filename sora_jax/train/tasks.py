@@ -23,6 +23,7 @@ from sora_jax.models.dit.config import get_dit_config
 from sora_jax.models.dit.flops import forward_flops
 from sora_jax.models.text_to_video import TextToVideo
 from sora_jax.text.tokenizers import get_tokenizer
+from sora_jax.train import files
 from sora_jax.train.batch import PIXEL_SCALE, model_inputs
 
 VALIDATION_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -87,13 +88,12 @@ class DiTTask:
                     for p in self.c.sample_prompts]
         rows = pack_rows(segments, int(np.prod(grid)), self.c.data.max_text_tokens, 1, self.dit_config.patch_dim)
         tokens = _sample_rows(model, rows, self.flow, SamplerConfig(steps=self.c.sample_steps), self.c.seed)
-        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
-        os.makedirs(out_dir, exist_ok=True)
-        paths = []
-        for i, (prompt, clip) in enumerate(zip(self.c.sample_prompts, unpack_rows(tokens, rows, self.dit_config.patch))):
-            video = np.clip((clip + 1.0) * PIXEL_SCALE, 0, 255).astype(np.uint8)  # (T, H, W, 3)
-            paths.append(captioned_gif({"video": video, "caption": prompt}, os.path.join(out_dir, f"sample_{i}.gif")))
-        return paths
+        out_dir = files.join(workdir, "samples", f"step_{step:07d}")
+        with files.local_dir(out_dir) as local:
+            for i, (prompt, clip) in enumerate(zip(self.c.sample_prompts, unpack_rows(tokens, rows, self.dit_config.patch))):
+                video = np.clip((clip + 1.0) * PIXEL_SCALE, 0, 255).astype(np.uint8)  # (T, H, W, 3)
+                captioned_gif({"video": video, "caption": prompt}, os.path.join(local, f"sample_{i}.gif"))
+        return [files.join(out_dir, f"sample_{i}.gif") for i in range(len(self.c.sample_prompts))]
 
 
 def _sample_rows(model, rows: dict, flow: FlowConfig, config: SamplerConfig, seed: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from sora_jax.models.vae.losses import (
     ssim,
     vae_loss,
 )
+from sora_jax.train import files
 from sora_jax.train.batch import PIXEL_SCALE
 
 
@@ -112,8 +113,10 @@ class VAETask:
         batch = self.host_batch(next(iter(self.build_input("validation", 4, 0, 1))))
         reconstruction, _ = jax.jit(lambda v: model.vae(v))(batch["video"])
         pairs = np.concatenate([batch["video"], np.clip(np.asarray(reconstruction), -1, 1)], axis=2)  # (B, T, 2S, S, 3)
-        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
-        os.makedirs(out_dir, exist_ok=True)
+        out_dir = files.join(workdir, "samples", f"step_{step:07d}")
         videos = ((pairs + 1.0) * PIXEL_SCALE).astype(np.uint8)
-        return [captioned_gif({"video": v, "caption": "top: held-out clip, bottom: VAE reconstruction"},
-                              os.path.join(out_dir, f"reconstruction_{i}.gif")) for i, v in enumerate(videos)]
+        with files.local_dir(out_dir) as local:
+            for i, v in enumerate(videos):
+                captioned_gif({"video": v, "caption": "top: held-out clip, bottom: VAE reconstruction"},
+                              os.path.join(local, f"reconstruction_{i}.gif"))
+        return [files.join(out_dir, f"reconstruction_{i}.gif") for i in range(len(videos))]
