@@ -6,9 +6,11 @@
     sora-jax data show --data DATASET_DIR --out DIR
     sora-jax train --config experiments/pretrain.py:tiny --workdir DIR [--config.steps=100 ...]
     sora-jax encode --vae-workdir DIR --data DIR --out DIR
+    sora-jax caption --workdir CAPTIONER_DIR --data DIR --out DIR
+    sora-jax generate --workdir DIR --prompt "..." --frames N --height H --width W --out FILE
     sora-jax demo --out DIR
 
-Later stages add `generate`, `caption` and `eval` here.
+Later stages add `eval` here.
 Bad input ends with a one-line error and exit status 2, not a traceback.
 """
 from __future__ import annotations
@@ -18,7 +20,9 @@ import sys
 
 from data_pipelines import cli as data_cli
 from sora_jax import demo
+from sora_jax.caption import cli as caption_cli
 from sora_jax.encode import cli as encode_cli
+from sora_jax.generate import cli as generate_cli
 from sora_jax.train import cli as train_cli
 
 
@@ -28,6 +32,8 @@ def make_parser() -> argparse.ArgumentParser:
     data_cli.register(subparsers)
     train_cli.register(subparsers)
     encode_cli.register(subparsers)
+    caption_cli.register(subparsers)
+    generate_cli.register(subparsers)
     demo.register(subparsers)
     return parser
 

@@ -1,0 +1,101 @@
+"""Captioning clip records with a trained captioner: size and patchify each clip as the training
+pipeline does, pack them first-fit into fixed-shape rows, decode, and cut the captions back out.
+
+Rows are always `rows x data.seq_len` with `data.max_segments_per_row` segments, so decoding
+compiles once whatever the clips' shapes. Used by the re-captioning job, the accuracy evaluation and
+the trainer's sample writer.
+"""
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+
+from data_pipelines import config as data_config
+from data_pipelines.sizing import size_clip
+from sora_jax.caption.decode import make_decoder
+from sora_jax.caption.vocab import caption_tokenizer
+from sora_jax.diffusion.rows import pack_rows
+from sora_jax.models.dit.patchify import patchify
+from sora_jax.train.batch import PIXEL_SCALE
+
+
+def clip_patches(clip: dict, c: ml_collections.ConfigDict, index: int) -> dict:
+    """One clip's patches `{"tokens": (N, D) float32, "grid": (gt, gh, gw)}` under the run's data config.
+
+    Pixel clips (`video (T, H, W, 3)` uint8) go through the pipeline's sizing policy; latent clips
+    (`latent (t, h, w, c)`) keep their first frames that fit the token budget. Any random choice (a
+    temporal window when a clip is longer than `data.max_frames`) is seeded by `index`.
+    """
+    d = c.data
+    if d.mode == "pixel":
+        if "video" not in clip:
+            raise ValueError(f"record {index} has no video; this captioner was trained in pixel mode")
+        video = size_clip(np.asarray(clip["video"]), data_config.sizing_config(d), np.random.default_rng(index))
+        tokens, _, grid = patchify(video, tuple(d.patch))  # (N, D) uint8
+        return {"tokens": tokens.astype(np.float32) / PIXEL_SCALE - 1.0, "grid": grid}
+    if "latent" not in clip:
+        raise ValueError(f"record {index} has no latent; this captioner was trained in latent mode")
+    latent = np.asarray(clip["latent"], np.float32)  # (t, h, w, c)
+    pt, ph, pw = d.patch
+    per_frame = (latent.shape[1] // ph) * (latent.shape[2] // pw)
+    if per_frame > d.max_tokens_per_clip:
+        raise ValueError(f"record {index}: {per_frame} tokens per latent frame, over max_tokens_per_clip")
+    frames = min(latent.shape[0], (d.max_tokens_per_clip // per_frame) * pt)
+    tokens, _, grid = patchify(latent[: frames - frames % pt], tuple(d.patch))  # (N, D)
+    return {"tokens": tokens, "grid": grid}
+
+
+class ClipCaptioner:
+    """Writes detailed captions for clip records with a trained `Captioner` and its run config."""
+
+    def __init__(self, model, c: ml_collections.ConfigDict, rows: int = 4):
+        self.model, self.c, self.rows = model, c, rows
+        self.tokenizer = caption_tokenizer(c.model.tokenizer)
+        self.patch_dim = model.config.patch_dim
+        self._decode = make_decoder(model)
+
+    @classmethod
+    def from_workdir(cls, workdir: str, rows: int = 4, step: int | None = None) -> "ClipCaptioner":
+        """The captioner trained in `workdir` (latest checkpoint, EMA weights when kept)."""
+        from sora_jax.train.restore import load_trained  # noqa: PLC0415
+
+        trained = load_trained(workdir, step)
+        if trained.config.task != "captioner":
+            raise ValueError(f"{workdir} trained task {trained.config.task!r}, not a captioner")
+        return cls(trained.model, trained.config, rows)
+
+    def _packed(self, segments: list[dict]) -> tuple[dict, np.ndarray]:
+        d = self.c.data
+        for segment in segments:
+            segment["text_tokens"] = np.zeros((0,), np.int32)
+        packed = pack_rows(segments, d.seq_len, 1, d.max_segments_per_row, self.patch_dim)
+        missing = -len(packed["tokens"]) % self.rows  # pad to whole decode batches: one compilation
+        batch = {k: np.concatenate([packed[k], np.zeros((missing, *packed[k].shape[1:]), packed[k].dtype)])
+                 for k in ("tokens", "coords", "segment_ids", "segment_grid")}
+        used = batch.pop("segment_grid").prod(axis=-1) > 0  # (R, S)
+        batch["caption_segments"] = np.where(used, np.arange(1, used.shape[1] + 1)[None], 0).astype(np.int32)
+        return batch, packed["placement"]
+
+    def caption_tokens(self, segments: list[dict], temperature: float = 0.0, seed: int = 0) -> list[np.ndarray]:
+        """Caption token ids (end token, then padding) per prepared segment (`clip_patches` output), in order."""
+        if not segments:
+            return []
+        batch, placement = self._packed([dict(s) for s in segments])
+        outputs = []
+        for start in range(0, len(batch["tokens"]), self.rows):
+            part = {k: v[start : start + self.rows] for k, v in batch.items()}
+            outputs.append(self._decode(part, temperature, seed + start))  # (rows, S, T)
+        tokens = np.concatenate(outputs)  # (R, S, T)
+        return [tokens[row, segment - 1] for row, segment in placement]
+
+    def caption(self, clips: list[dict], first_index: int = 0, temperature: float = 0.0, seed: int = 0) -> list[str]:
+        """Detailed captions of `clips` (dicts with `video` or `latent`), greedy by default.
+
+        `first_index` numbers the clips for the seeds of any random temporal window.
+        """
+        segments = [clip_patches(clip, self.c, first_index + i) for i, clip in enumerate(clips)]
+        return self.caption_segments(segments, temperature, seed)
+
+    def caption_segments(self, segments: list[dict], temperature: float = 0.0, seed: int = 0) -> list[str]:
+        """Detailed captions of prepared segments (`clip_patches` output)."""
+        return [self.tokenizer.decode(ids) for ids in self.caption_tokens(segments, temperature, seed)]

@@ -1,0 +1,150 @@
+"""Caption accuracy against Shapes World ground truth: do the colours, shapes and motions a caption
+names agree with the clip's `meta`?
+
+A detailed caption in the Shapes World grammar (`data_pipelines/shapes_world/captions.py`) lists the
+objects in its first sentence ("A small red circle and a large blue star on ...") and gives each one
+a sentence starting with its name and its motion verb ("The red circle moves ...", "... stays still",
+"... bounces off", "... falls", "... spins"). `parse_caption` reads those back. Objects are then
+matched one to one between caption and meta so that the most attributes agree (meta lists objects
+by id, an order the video does not show, so the caption's order is not held against it), and each
+attribute scores `agreeing / max(objects named, objects in meta)`: a missing or an invented object
+costs one per attribute. Motion is scored on videos only (an image shows no motion).
+
+    python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+
+import numpy as np
+
+from data_pipelines.shapes_world import COLOURS, SHAPES, SIZES
+
+ATTRIBUTES = ("colour", "shape", "motion")
+_COLOUR, _SHAPE, _SIZE = "|".join(COLOURS), "|".join(SHAPES), "|".join(SIZES)
+_OBJECT = re.compile(rf"\b(?:an?|A) (?:({_SIZE}) )?({_COLOUR}) ({_SHAPE})\b")
+_SUBJECT = re.compile(rf"^The ({_COLOUR}) ({_SHAPE}) (.*)$")
+
+
+def motion_of(predicate: str) -> str | None:
+    """Motion type of an object sentence's predicate ("moves quickly ...", "spins ..."), or None."""
+    if predicate.startswith("stays still"):
+        return "static"
+    if predicate.startswith("spins"):
+        return "rotate"
+    if predicate.startswith("falls"):
+        return "fall"
+    if predicate.startswith("moves"):
+        return "bounce" if ("bounces off" in predicate or "before it bounces" in predicate) else "linear"
+    return None  # placement ("is in ...") or occlusion ("passes behind ...") sentences
+
+
+def parse_caption(caption: str) -> list[dict]:
+    """Objects a caption names, in order: `{"size", "colour", "shape", "motion"}` (None where unsaid)."""
+    sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", caption.strip()) if s.strip()]
+    if not sentences:
+        return []
+    listing = sentences[0].split(" on ")[0]
+    objects = [{"size": size or None, "colour": colour, "shape": shape, "motion": None}
+               for size, colour, shape in _OBJECT.findall(listing)]
+    for sentence in sentences[1:]:
+        subject = _SUBJECT.match(sentence)
+        motion = motion_of(subject.group(3)) if subject else None
+        if motion is None:
+            continue
+        for obj in objects:  # the first object of that name still without a motion
+            if (obj["colour"], obj["shape"]) == subject.group(1, 2) and obj["motion"] is None:
+                obj["motion"] = motion
+                break
+    return objects
+
+
+def truth_from_meta(meta: dict | str) -> tuple[list[dict], bool]:
+    """Objects of a clip's meta (size, colour, shape, motion) and whether it is a video."""
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    objects = [{k: obj[k] for k in ("size", "colour", "shape", "motion")} for obj in meta["objects"]]
+    return objects, meta["frames"] > 1
+
+
+def _attributes(is_video: bool) -> tuple[str, ...]:
+    return ("size",) + (ATTRIBUTES if is_video else ATTRIBUTES[:2])
+
+
+def agreement(caption: str, meta: dict | str) -> dict:
+    """Per-attribute `[agreeing, total]` of one caption against one meta (see the module docstring)."""
+    predicted, (truth, is_video) = parse_caption(caption), truth_from_meta(meta)
+    attributes = _attributes(is_video)
+    total = max(len(predicted), len(truth))
+    best = 0, ()
+    small, large = sorted((predicted, truth), key=len)
+    for chosen in itertools.permutations(range(len(large)), len(small)):  # at most 6! matchings
+        pairs = list(zip(small, (large[i] for i in chosen)))
+        score = sum(a[k] == b[k] for a, b in pairs for k in ATTRIBUTES if k in attributes)
+        if score > best[0] or not best[1]:
+            best = score, pairs
+    counts = {k: [sum(a[k] == b[k] for a, b in best[1]), total] for k in attributes}
+    counts["objects"] = [int(len(predicted) == len(truth)), 1]
+    return counts
+
+
+def summarize(counts: list[dict]) -> dict:
+    """Agreement fractions per attribute and overall (colour, shape, motion together) over many clips."""
+    sums: dict[str, list[int]] = {}
+    for one in counts:
+        for k, (right, total) in one.items():
+            sums.setdefault(k, [0, 0])
+            sums[k][0] += right
+            sums[k][1] += total
+    report = {k: right / total if total else None for k, (right, total) in sums.items()}
+    right = sum(sums[k][0] for k in ATTRIBUTES if k in sums)
+    total = sum(sums[k][1] for k in ATTRIBUTES if k in sums)
+    report["overall"] = right / total if total else None
+    report["counts"] = sums
+    return report
+
+
+def read_records(dataset: str, split: str, limit: int | None = None) -> list[dict]:
+    """The first `limit` decoded clip records of a built dataset (path or `shapes_world:CONFIG`)."""
+    from data_pipelines.sources import DecodeOptions, clip_decoder, open_source  # noqa: PLC0415
+    from sora_jax.caption.data import resolve_caption_source  # noqa: PLC0415
+
+    source, name = open_source(resolve_caption_source(dataset), split)
+    decode = clip_decoder(name, DecodeOptions())
+    count = len(source) if limit is None else min(limit, len(source))
+    return [decode(source[i]) for i in range(count)]
+
+
+def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit: int | None = None,
+                       rows: int = 4) -> dict:
+    """Greedy captions of a dataset split's clips scored against their meta; examples included."""
+    from sora_jax.caption.inference import ClipCaptioner  # noqa: PLC0415
+
+    records = read_records(dataset, split, limit)
+    captions = ClipCaptioner(model, c, rows).caption(records)
+    counts = [agreement(caption, record["meta"]) for caption, record in zip(captions, records)]
+    report = summarize(counts) | {"clips": len(records), "exact_captions": float(np.mean(
+        [caption == record["caption"] for caption, record in zip(captions, records)]))}
+    report["examples"] = [{"generated": caption, "reference": record["caption"]}
+                          for caption, record in zip(captions[:8], records[:8])]
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Caption accuracy of a trained captioner on held-out clips.")
+    parser.add_argument("--workdir", required=True, help="the captioner's training workdir")
+    parser.add_argument("--data", default="shapes_world:tiny", help="dataset directory or shapes_world:CONFIG")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args(argv)
+    from sora_jax.train.restore import load_trained  # noqa: PLC0415
+
+    trained = load_trained(args.workdir)
+    report = evaluate_captioner(trained.model, trained.config, args.data, args.split, args.limit)
+    print(json.dumps({"step": trained.step} | report))
+
+
+if __name__ == "__main__":
+    main()

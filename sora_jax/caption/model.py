@@ -1,0 +1,113 @@
+"""The captioner: a transformer over packed spacetime patches (pixels or VAE latents) and an
+autoregressive text decoder that writes each segment's detailed caption.
+
+Input rows are the DiT's packed rows (`data_pipelines.packing`): many clips per row, each a segment
+of patches with `(t, h, w)` coordinates. The encoder embeds patches linearly, adds nothing positional
+to them, and attends within each segment with 3D RoPE from the coordinates, so any duration,
+resolution and aspect works. Decoder sequence k of a row captions segment k + 1 of that row.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sora_jax.caption.layers import EncoderBlock, TextDecoder, layer_norm
+from sora_jax.models.dit.layers import dense
+from sora_jax.models.dit.rope import rope_angles
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptionerConfig:
+    """Sizes of the captioner.
+
+    Attributes:
+      patch_dim: features of one input patch (pt * ph * pw * channels).
+      vocab_size: caption tokenizer vocabulary (the decoder adds a start token).
+      dim, heads, mlp_dim: width, attention heads and MLP width of encoder and decoder.
+      encoder_depth, decoder_depth: blocks in each.
+      max_caption_len: longest caption in tokens, end token included (decoder positions, KV cache).
+      dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
+      attention: implementation for segment-masked attention (`sora_jax.models.attention`).
+    """
+
+    patch_dim: int
+    vocab_size: int
+    dim: int = 128
+    heads: int = 4
+    mlp_dim: int = 512
+    encoder_depth: int = 3
+    decoder_depth: int = 2
+    max_caption_len: int = 160
+    eps: float = 1e-6
+    dtype: str = "float32"
+    attention: str = "auto"
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+def check_sizes(dim: int, heads: int, what: str) -> None:
+    """ValueError unless `dim` splits into `heads` heads of an even size >= 6 (3D RoPE needs pairs per axis)."""
+    if heads < 1 or dim % heads or (dim // heads) % 2 or dim // heads < 6:
+        raise ValueError(f"config: {what}: dim ({dim}) must split into {heads} heads of an even size >= 6")
+
+
+class Captioner(nnx.Module):
+    """Patch encoder (segment-masked, 3D RoPE) plus caption decoder; see the module docstring."""
+
+    def __init__(self, config: CaptionerConfig, *, rngs: nnx.Rngs):
+        check_sizes(config.dim, config.heads, "model")
+        self.config = config
+        dtype = jnp.dtype(config.dtype)
+        block_args = dict(eps=config.eps, dtype=dtype, implementation=config.attention, rngs=rngs)
+        self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
+        self.encoder = nnx.List([EncoderBlock(config.dim, config.heads, config.mlp_dim, **block_args)
+                                 for _ in range(config.encoder_depth)])
+        self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
+        self.decoder = TextDecoder(config.vocab_size, config.dim, config.decoder_depth, config.heads, config.mlp_dim,
+                                   config.max_caption_len, **block_args)
+
+    def encode(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """Memory `(B, L, D)` of packed patches `tokens (B, L, patch_dim)` with `coords (B, L, 3)`."""
+        x = self.patch_embed(tokens.astype(jnp.dtype(self.config.dtype)))  # (B, L, D)
+        rope = rope_angles(coords, self.config.head_dim, self.config.rope_theta)  # 2 x (B, L, Dh/2)
+        for block in self.encoder:
+            x = block(x, segment_ids, rope)  # (B, L, D)
+        return self.encoder_norm(x)  # (B, L, D)
+
+    def memory(self, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """`(memory (B, L, D), memory_segment_ids (B, L))` of a model-input batch (the decode interface)."""
+        return self.encode(batch["tokens"], batch["coords"], batch["segment_ids"]), batch["segment_ids"]
+
+    def __call__(self, batch: dict, caption_inputs: jax.Array) -> jax.Array:
+        """Teacher-forced logits `(B, S, T, V)` for `caption_inputs (B, S, T)` of `batch["caption_segments"]`."""
+        memory, memory_ids = self.memory(batch)
+        return self.decoder(caption_inputs, self.decoder.memory_kv(memory), batch["caption_segments"], memory_ids)
+
+
+def teacher_forcing_inputs(targets: jax.Array, bos_id: int) -> jax.Array:
+    """Decoder inputs `(..., T)`: the start token, then the targets shifted right by one."""
+    start = jnp.full(targets.shape[:-1] + (1,), bos_id, targets.dtype)
+    return jnp.concatenate([start, targets[..., :-1]], axis=-1)  # (..., T)
+
+
+def caption_loss(logits: jax.Array, targets: jax.Array, pad_id: int = 0) -> tuple[jax.Array, dict]:
+    """Token-averaged cross-entropy of `logits (..., T, V)` against `targets (..., T)` (padding ignored).
+
+    Returns `(loss, metrics)`; metrics hold `token_accuracy` and `sequence_accuracy` (every token of a
+    caption right, over the captions present) for teacher-forced predictions.
+    """
+    real = targets != pad_id  # (..., T)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)  # (..., T, V)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # (..., T)
+    count = jnp.maximum(real.sum(), 1)
+    loss = jnp.sum(jnp.where(real, nll, 0.0)) / count
+    right = (jnp.argmax(logits, axis=-1) == targets) | ~real  # (..., T)
+    present = real.any(axis=-1)  # (...,)
+    sequences = jnp.sum(right.all(axis=-1) & present) / jnp.maximum(present.sum(), 1)
+    return loss, {"token_accuracy": jnp.sum(right & real) / count, "sequence_accuracy": sequences}

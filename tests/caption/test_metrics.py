@@ -1,0 +1,71 @@
+"""The accuracy metric on hand-written captions against hand-written meta, and on the grammar's own
+captions (which must score exactly 1)."""
+import json
+
+import pytest
+
+from data_pipelines.shapes_world import generate_clip
+from sora_jax.caption.metrics import agreement, motion_of, parse_caption, summarize
+
+
+def meta(*objects, frames=9):
+    keys = ("size", "colour", "shape", "motion")
+    return json.dumps({"frames": frames, "objects": [dict(zip(keys, obj)) for obj in objects]})
+
+
+VIDEO = meta(("small", "red", "circle", "linear"), ("large", "blue", "star", "bounce"))
+RIGHT = ("A small red circle and a large blue star on a plain black background. The red circle moves quickly "
+         "left to right. The blue star moves downward and bounces off the bottom wall at frame 4. "
+         "The camera does not move.")
+
+
+def test_a_correct_caption_scores_one_whatever_its_object_order():
+    assert agreement(RIGHT, VIDEO) == {"size": [2, 2], "colour": [2, 2], "shape": [2, 2], "motion": [2, 2],
+                                       "objects": [1, 1]}
+    swapped = ("A large blue star and a small red circle on a plain black background. The blue star moves "
+               "downward and bounces off the bottom wall at frame 4. The red circle moves left to right.")
+    assert agreement(swapped, VIDEO)["colour"] == [2, 2] and agreement(swapped, VIDEO)["motion"] == [2, 2]
+
+
+def test_each_wrong_attribute_costs_exactly_one():
+    wrong_colour = RIGHT.replace("red", "green")
+    assert agreement(wrong_colour, VIDEO) | {} == {"size": [2, 2], "colour": [1, 2], "shape": [2, 2],
+                                                   "motion": [2, 2], "objects": [1, 1]}
+    wrong_motion = RIGHT.replace("moves downward and bounces off the bottom wall at frame 4", "spins clockwise in place")
+    assert agreement(wrong_motion, VIDEO)["motion"] == [1, 2]
+    report = summarize([agreement(wrong_colour, VIDEO), agreement(RIGHT, VIDEO)])
+    assert report["colour"] == 3 / 4 and report["overall"] == (3 + 4 + 4) / 12
+
+
+def test_missing_and_invented_objects_are_counted():
+    missing = "A small red circle on a plain black background. The red circle moves left to right."
+    assert agreement(missing, VIDEO) == {"size": [1, 2], "colour": [1, 2], "shape": [1, 2], "motion": [1, 2],
+                                         "objects": [0, 1]}
+    invented = RIGHT.replace("and a large blue star", ", a large blue star and a small pink hexagon")
+    assert agreement(invented, VIDEO)["colour"] == [2, 3] and agreement(invented, VIDEO)["objects"] == [0, 1]
+    assert agreement("", VIDEO)["colour"] == [0, 2]
+
+
+def test_motion_words_of_the_grammar():
+    assert motion_of("moves slowly upward") == "linear"
+    assert motion_of("moves quickly right to left and bounces off the left wall at frame 3") == "bounce"
+    assert motion_of("moves downward but the clip ends before it bounces") == "bounce"
+    assert motion_of("falls and bounces twice on the floor (at frames 3 and 7)") == "fall"
+    assert motion_of("spins counterclockwise while drifting upward") == "rotate"
+    assert motion_of("stays still in the top left") == "static"
+    assert motion_of("passes behind the red circle from frame 2 to 5.") is None
+
+
+def test_images_are_not_scored_on_motion():
+    image = meta(("medium", "cyan", "hexagon", "static"), frames=1)
+    caption = "A medium cyan hexagon on a plain brown background. The cyan hexagon is in the centre."
+    assert agreement(caption, image) == {"size": [1, 1], "colour": [1, 1], "shape": [1, 1], "objects": [1, 1]}
+    assert parse_caption(caption) == [{"size": "medium", "colour": "cyan", "shape": "hexagon", "motion": None}]
+
+
+@pytest.mark.parametrize("frames", [1, 9, 17])
+def test_reference_captions_score_exactly_one(frames):
+    counts = [agreement(clip["caption"], clip["meta"]) for clip in
+              (generate_clip(seed, frames, 32, 48, max_objects=6) for seed in range(40))]
+    report = summarize(counts)
+    assert report["overall"] == 1.0 and report["size"] == 1.0 and report["objects"] == 1.0
