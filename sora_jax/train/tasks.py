@@ -9,22 +9,18 @@ import copy
 import importlib
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from data_pipelines import pipeline
 from sora_jax.diffusion.flow import FlowConfig, flow_loss, validation_loss
-from sora_jax.diffusion.rows import pack_rows, unpack_rows
-from sora_jax.diffusion.sampler import SamplerConfig, sample
 from sora_jax.models.dit.config import get_dit_config
 from sora_jax.models.dit.flops import forward_flops
 from sora_jax.models.text_to_video import TextToVideo
 from sora_jax.text.tokenizers import get_tokenizer
 from sora_jax.train import files
-from sora_jax.train.batch import PIXEL_SCALE, model_inputs
+from sora_jax.train.batch import model_inputs
 
 VALIDATION_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -76,43 +72,26 @@ class DiTTask:
         return {f"val_loss_t{t:.1f}": losses[i] for i, t in enumerate(VALIDATION_TIMES)} | {"val_loss": jnp.mean(losses)}
 
     def write_samples(self, model, workdir: str, step: int) -> list[str]:
-        """Generates the config's sample prompts at `sample_shape` and writes GIFs (pixel mode)."""
-        if self.c.data.mode != "pixel":
-            return []  # latent-mode samples need the VAE decoder; the generation issue adds them
-        from data_pipelines.preview import captioned_gif
+        """Generates the config's sample prompts at `sample_shape` (pixels) with the generation
+        pipeline, in pixel or latent mode, and writes GIFs under `samples/step_N/`."""
+        from data_pipelines.preview import captioned_gif  # noqa: PLC0415
+        from sora_jax.generate.codec import make_codec  # noqa: PLC0415
+        from sora_jax.generate.pipeline import Generator  # noqa: PLC0415
 
-        frames, height, width = self.c.sample_shape
-        pt, ph, pw = self.dit_config.patch
-        grid = (frames // pt, height // ph, width // pw)
-        segments = [{"grid": grid, "text_tokens": self.tokenizer.encode(p, self.c.data.max_text_tokens)}
-                    for p in self.c.sample_prompts]
-        rows = pack_rows(segments, int(np.prod(grid)), self.c.data.max_text_tokens, 1, self.dit_config.patch_dim)
-        tokens = _sample_rows(model, rows, self.flow, SamplerConfig(steps=self.c.sample_steps), self.c.seed)
+        c = self.c
+        if getattr(self, "_codec", None) is None:
+            self._codec = make_codec(c)  # latent mode loads the VAE once
+        generator = Generator(model, self._codec, self.tokenizer, self.flow, self.dit_config.patch,
+                              max_text_tokens=c.data.max_text_tokens, max_frames=c.data.max_frames,
+                              max_tokens=c.data.max_tokens_per_clip, sample_shape=tuple(c.sample_shape), step=step,
+                              workdir=workdir)
+        frames, height, width = c.sample_shape
         out_dir = files.join(workdir, "samples", f"step_{step:07d}")
         with files.local_dir(out_dir) as local:
-            for i, (prompt, clip) in enumerate(zip(self.c.sample_prompts, unpack_rows(tokens, rows, self.dit_config.patch))):
-                video = np.clip((clip + 1.0) * PIXEL_SCALE, 0, 255).astype(np.uint8)  # (T, H, W, 3)
+            for i, prompt in enumerate(c.sample_prompts):
+                video = generator.generate(prompt, frames, height, width, steps=c.sample_steps, seed=c.seed + i)
                 captioned_gif({"video": video, "caption": prompt}, os.path.join(local, f"sample_{i}.gif"))
-        return [files.join(out_dir, f"sample_{i}.gif") for i in range(len(self.c.sample_prompts))]
-
-
-def _sample_rows(model, rows: dict, flow: FlowConfig, config: SamplerConfig, seed: int) -> np.ndarray:
-    """Samples packed `rows` with `model` (conditional and, for guidance, caption-dropped calls)."""
-    fields = {k: jnp.asarray(rows[k]) for k in ("coords", "segment_ids", "text_tokens", "text_segment_ids")}
-    no_text = jnp.zeros(rows["segment_grid"].shape[:2], bool)
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def run(params, noise):
-        def velocity(x, t, conditional):
-            # Fresh Variables per call: the sampler's loop body is its own trace level.
-            return nnx.merge(graphdef, jax.tree.map(lambda a: a, params))(x, fields["coords"], fields["segment_ids"], t, fields["text_tokens"],
-                                               fields["text_segment_ids"], None if conditional else no_text)
-
-        return sample(velocity, noise, fields["segment_ids"], rows["segment_grid"].shape[1], config, flow)
-
-    noise = jax.random.normal(jax.random.key(seed), rows["tokens"].shape)
-    return np.asarray(run(params, noise))
+        return [files.join(out_dir, f"sample_{i}.gif") for i in range(len(c.sample_prompts))]
 
 
 # Task name -> "module:Class". Modules import lazily so a stage does not load the others.
