@@ -65,3 +65,22 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
         main(["data", "build", "shapes_world", "--config", "tiny"])  # --out is required
     assert main(["data", "build", "shapes_world", "--config", "huge", "--out", str(tmp_path)]) == 2
     assert "unknown shapes_world config 'huge'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_in_a_few_steps(tmp_path):
+    """`sora-jax demo` with 2-step trainings: every stage runs and writes its outputs; the samples sit
+    next to real clips of the same shape."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as `make demo`
+    command = [sys.executable, "-m", "sora_jax.cli", "demo", "--out", str(out), "--vae-steps", "2", "--dit-steps", "2",
+               "--samples", "2", "--sample-steps", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "latents" / "encode_report.json").exists() and (out / "dit" / "checkpoints").exists()
+    gif = Image.open(out / "samples" / "sample_0.gif")
+    assert gif.n_frames in (9, 17)  # the held-out clip's own length
+    assert (out / "samples" / "contact_sheet.png").exists()
