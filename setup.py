@@ -54,6 +54,7 @@ setup(
     description="Text-conditional latent video diffusion over packed spacetime patches, in JAX.",
     python_requires=">=3.11",
     packages=find_packages(include=["sora_jax", "sora_jax.*", "data_pipelines", "data_pipelines.*", "experiments"]),
+    package_data={"sora_jax.eval": ["prompts_*.jsonl"]},  # the versioned evaluation prompt suite
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["sora-jax=sora_jax.cli:main"]},

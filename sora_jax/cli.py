@@ -8,9 +8,9 @@
     sora-jax encode --vae-workdir DIR --data DIR --out DIR
     sora-jax caption --workdir CAPTIONER_DIR --data DIR --out DIR
     sora-jax generate --workdir DIR --prompt "..." --frames N --height H --width W --out FILE
+    sora-jax eval --workdir DIR --probe-workdir DIR [--vae-workdir DIR] --out DIR [--compare DIR2]
     sora-jax demo --out DIR
 
-Later stages add `eval` here.
 Bad input ends with a one-line error and exit status 2, not a traceback.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from data_pipelines import cli as data_cli
 from sora_jax import demo
 from sora_jax.caption import cli as caption_cli
 from sora_jax.encode import cli as encode_cli
+from sora_jax.eval import cli as eval_cli
 from sora_jax.generate import cli as generate_cli
 from sora_jax.train import cli as train_cli
 
@@ -34,6 +35,7 @@ def make_parser() -> argparse.ArgumentParser:
     encode_cli.register(subparsers)
     caption_cli.register(subparsers)
     generate_cli.register(subparsers)
+    eval_cli.register(subparsers)
     demo.register(subparsers)
     return parser
 

@@ -3,6 +3,7 @@ the abstract path allocates nothing (a 1.4B-parameter state would need ~23 GB he
 figures are real and add up to our shards, they grow with the model, and the AOT-compiled step
 computes what the trainer's own jitted step computes on real data."""
 import copy
+import gc
 import importlib.util
 import math
 import os
@@ -52,6 +53,7 @@ def wider():
 
 def test_abstract_state_and_lowering_allocate_nothing():
     """The 1B preset (1.4B parameters) on 8 devices, traced and lowered without a single array."""
+    gc.collect()  # arrays earlier tests dropped must not be freed mid-test and blur the count
     live_before = len(jax.live_arrays())
     peak_rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     step = lower("model.preset='1B'")
@@ -59,7 +61,8 @@ def test_abstract_state_and_lowering_allocate_nothing():
     assert step.param_count > 1_400_000_000
     state_on_all_devices = 8 * shard_bytes(step.state)  # params, two Adam moments, EMA
     assert state_on_all_devices > 20 * 2**30
-    assert len(jax.live_arrays()) == live_before
+    gc.collect()
+    assert len(jax.live_arrays()) <= live_before  # nothing new is alive
     assert peak_rss_growth < 0.05 * state_on_all_devices, (peak_rss_growth, state_on_all_devices)
 
 
