@@ -1,10 +1,8 @@
 """The sampler as generation runs it: jitted over packed rows, optionally starting part-way (SDEdit).
 
-`integrate` is `sora_jax.diffusion.sampler.sample` with two additions generation needs: a start
-time below 1 and a clean starting latent, so editing and blending start from `x = (1 - t0) clean +
-t0 noise` at `t0 = shift(start_time)` and integrate only from there. With `start_time = 1` it is
-the library sampler step for step (a test holds them equal). The time grid is the library's
-shifted grid scaled by `start_time` before the shift, as SD3/Wan image-to-image truncate theirs.
+`integrate` is `sora_jax.diffusion.sampler.sample`, whose `clean` and `start_time` arguments let
+editing and blending start from `x = (1 - t0) clean + t0 noise` at `t0 = shift(start_time)` and
+integrate only from there.
 
 `RowSampler` splits the model once (`nnx.split`); `_sample_rows` is jitted with the graph
 definition, flow and sampler config static (one compilation per graph, config and row shapes) and
@@ -19,70 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sora_jax.diffusion.flow import FlowConfig, segment_token_counts, time_shift
-from sora_jax.diffusion.sampler import SamplerConfig, VelocityFn, guided
-from sora_jax.models.text_to_video import per_segment_to_tokens
+from sora_jax.diffusion.flow import FlowConfig
+from sora_jax.diffusion.sampler import SamplerConfig, sample, time_grid
 
 ROW_FIELDS = ("coords", "segment_ids", "text_tokens", "text_segment_ids")
 
 
-def shifted_grid(steps: int, token_counts: jax.Array, flow: FlowConfig, start_time=1.0) -> jax.Array:
-    """Per-segment times `(steps + 1, B, S)` from `shift(start_time)` down to 0.
-
-    `start_time` is a scalar or `(B, S)` (per segment) in (0, 1].
-    """
-    base = jnp.linspace(1.0, 0.0, steps + 1)[:, None, None] * jnp.asarray(start_time, jnp.float32)  # (N+1, B|1, S|1)
-    return time_shift(base * jnp.ones_like(token_counts, jnp.float32), token_counts, flow)  # (N+1, B, S)
-
-
-def integrate(
-    velocity_fn: VelocityFn,
-    noise: jax.Array,
-    segment_ids: jax.Array,
-    max_segments: int,
-    config: SamplerConfig,
-    flow: FlowConfig,
-    known_mask: jax.Array | None = None,
-    known_tokens: jax.Array | None = None,
-    *,
-    clean: jax.Array | None = None,
-    start_time=1.0,
-) -> jax.Array:
-    """Integrates `dx/dt = v(x, t)` from `start_time` to 0; returns tokens `(B, L, D)`.
-
-    Args:
-      velocity_fn, noise `(B, L, D)`, segment_ids `(B, L)`, max_segments, config, flow, known_mask
-        `(B, L)`, known_tokens `(B, L, D)`: as `sora_jax.diffusion.sampler.sample`.
-      clean: `(B, L, D)` latent the start state mixes with the noise (SDEdit); None = pure noise.
-      start_time: scalar or `(B, S)` fraction of the schedule to run (1 = full sampling).
-    """
-    known = jnp.zeros(segment_ids.shape, bool) if known_mask is None else known_mask.astype(bool)
-    held = jnp.zeros_like(noise) if known_tokens is None else known_tokens.astype(noise.dtype)
-    grid = shifted_grid(config.steps, segment_token_counts(segment_ids, max_segments), flow, start_time)
-    v = guided(velocity_fn, config.guidance)
-
-    def tokens_time(i):
-        return jnp.where(known, 0.0, per_segment_to_tokens(grid[i], segment_ids))  # (B, L)
-
-    def hold(x):
-        return jnp.where(known[..., None], held, x)
-
-    def step(i, x):
-        t, t_next = tokens_time(i), tokens_time(i + 1)
-        dt = (t_next - t)[..., None]  # (B, L, 1)
-        velocity = v(x, t)
-        predicted = hold(x + dt * velocity)
-        if config.method == "euler":
-            return predicted
-        corrected = hold(x + dt * 0.5 * (velocity + v(predicted, t_next)))
-        return jnp.where(i == config.steps - 1, predicted, corrected)  # no second evaluation at t = 0
-
-    start = noise
-    if clean is not None:
-        t0 = tokens_time(0)[..., None]  # (B, L, 1)
-        mixed = (1.0 - t0) * clean.astype(noise.dtype) + t0 * noise  # (B, L, D)
-        start = jnp.where((segment_ids > 0)[..., None], mixed, noise)  # padding stays noise, as in `sample`
-    return jax.lax.fori_loop(0, config.steps, step, hold(start))
+# The library sampler takes the part-way start generation needs (`clean`, `start_time`); these names
+# are what generation and its tests use.
+shifted_grid = time_grid
+integrate = sample
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "flow", "config"))
