@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sora_jax.models.attention import attention
-from sora_jax.models.dit.layers import MLP, Attention, LayerNorm, RMSNorm, dense
+from sora_jax.models.dit.layers import MLP, Attention, LayerNorm, dense
 
 
 def layer_norm(dim: int, eps: float, rngs: nnx.Rngs) -> LayerNorm:
@@ -41,17 +41,12 @@ class EncoderBlock(nnx.Module):
         return x + self.mlp(self.mlp_norm(x))  # (B, L, D)
 
 
-class DecoderAttention(nnx.Module):
-    """Multi-head attention projections with q/k RMS norm, used causally or across to the memory."""
+class DecoderAttention(Attention):
+    """The DiT's attention parameters (q/k RMS norm), called piecewise: causally over the caption
+    with a KV cache, or across to the clip memory."""
 
     def __init__(self, dim: int, heads: int, *, eps: float, dtype, rngs: nnx.Rngs):
-        self.heads = heads
-        self.to_q = dense(dim, dim, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.to_k = dense(dim, dim, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.to_v = dense(dim, dim, ("embed", "heads"), dtype=dtype, rngs=rngs)
-        self.to_out = dense(dim, dim, ("heads", "embed"), dtype=dtype, rngs=rngs)
-        self.norm_q = RMSNorm(dim, eps=eps, rngs=rngs)
-        self.norm_k = RMSNorm(dim, eps=eps, rngs=rngs)
+        super().__init__(dim, heads, dim, eps=eps, dtype=dtype, implementation="xla", rngs=rngs)
 
     def query(self, x: jax.Array) -> jax.Array:
         return self.norm_q(self.to_q(x)).reshape(*x.shape[:-1], self.heads, -1)  # (..., L, H, Dh)
