@@ -20,7 +20,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     """Config of variant `arg` (see the module docstring)."""
     c = base_config("probe")
     c.model = ml_collections.ConfigDict(dict(frames=9, size=48, widths=(16, 32, 48, 64), embed_dim=64, max_objects=3,
-                                             shape_widths=(16, 32, 32, 64)))
+                                             glimpse=16, glimpse_widths=(16, 32, 64)))
     c.data = ml_collections.ConfigDict(dict(seed=0))
     c.eval_clips = 1024
     c.optim.ema_decay = 0.0
@@ -31,7 +31,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         c.optim.learning_rate, c.optim.warmup_steps = 2e-3, 100
         return c
     if arg == "test":
-        c.model.update(dict(size=32, widths=(16, 32, 32), embed_dim=32, shape_widths=(8, 16, 16)))
+        c.model.update(dict(size=32, widths=(16, 32, 32), embed_dim=32, glimpse_widths=(8, 16)))
         c.steps, c.global_batch_size, c.log_every, c.eval_clips = 40, 16, 10, 64
         c.checkpoint_every, c.eval_every, c.sample_every = 40, 40, 40
         c.optim.learning_rate, c.optim.warmup_steps = 3e-3, 5

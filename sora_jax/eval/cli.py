@@ -13,6 +13,8 @@ def register(subparsers) -> None:
     parser.add_argument("--probe-workdir", default=None, help="workdir of `sora-jax train --config experiments/probe.py:tiny`")
     parser.add_argument("--vae-workdir", default=None, help="VAE workdir: PSNR, SSIM and Fréchet of reconstructions")
     parser.add_argument("--compare", default=None, help="a second DiT workdir, evaluated and shown side by side")
+    parser.add_argument("--prompt-field", default="prompt", choices=("prompt", "prompt_short"),
+                        help="prompt with the suite's detailed prompts (default) or its short ones")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the generator's)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
@@ -24,6 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
     paths = run_eval(args.workdir, args.out, prompts=args.prompts, probe_workdir=args.probe_workdir,
                      vae_workdir=args.vae_workdir, compare=args.compare, seed=args.seed, steps=args.steps,
-                     guidance=args.guidance)
+                     guidance=args.guidance, prompt_field=args.prompt_field)
     print(json.dumps({"report": paths["json"], "html": paths["html"]}))
     return 0

@@ -93,12 +93,14 @@ def _probe_section(reader, held_out, references, entries) -> dict:
 
 def run_eval(workdir: str, out_dir: str, prompts: str | None = None, probe_workdir: str | None = None,
              vae_workdir: str | None = None, compare: str | None = None, seed: int = 0,
-             generate_fns: dict[str, Callable] | None = None, flow_batches: int = 2, log=print, **sampling) -> dict:
+             generate_fns: dict[str, Callable] | None = None, flow_batches: int = 2, log=print,
+             prompt_field: str = "prompt", **sampling) -> dict:
     """Runs the whole evaluation and writes the report; returns {"json", "html", "summary"}.
 
     `generate_fns` ({run name: generate_fn}) replaces generation from the workdirs (tests, other
     generators); otherwise `workdir` (and `compare`) are DiT workdirs generated through
-    `sora_jax.generate`.
+    `sora_jax.generate`. `prompt_field` "prompt_short" prompts with the suite's short prompts instead
+    of its detailed ones (a model trained on short captions; `generate --upsample-prompt` models).
     """
     entries = load_suite(prompts)
     os.makedirs(out_dir, exist_ok=True)
@@ -108,7 +110,8 @@ def run_eval(workdir: str, out_dir: str, prompts: str | None = None, probe_workd
     if reader is None:
         log("sora-jax eval: no --probe-workdir: prompt following and Fréchet distance are not computed")
     reference_features = reader.read(references)["features"] if reader is not None else None
-    result = {"suite": os.path.abspath(prompts or DEFAULT_SUITE), "workdir": workdir, "runs": {}}
+    result = {"suite": os.path.abspath(prompts or DEFAULT_SUITE), "workdir": workdir, "prompt_field": prompt_field,
+              "runs": {}}
     if reader is not None:
         result["probe"] = _probe_section(reader, held_out, references, [{"meta": c["meta"]} for c in clips])
         result["probe_trusted"] = result["probe"]["trusted"]
@@ -119,7 +122,7 @@ def run_eval(workdir: str, out_dir: str, prompts: str | None = None, probe_workd
     videos = {}
     for name, fn in generate_fns.items():
         log(f"sora-jax eval: generating {len(entries)} prompts for {name}")
-        videos[name] = harness.generate_clips(fn, entries, seed)
+        videos[name] = harness.generate_clips(fn, entries, seed, prompt_field)
         result["runs"][name] = score_run(entries, videos[name], reader, reference_features)
     result["runs"]["real clips"] = score_run(entries, references, reader, reference_features)
     if reader is not None:

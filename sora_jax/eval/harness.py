@@ -38,9 +38,15 @@ def check_video(video, entry: dict) -> np.ndarray:
     return video
 
 
-def generate_clips(generate_fn: GenerateFn, entries: list[dict], seed: int = 0) -> list[np.ndarray]:
-    """One clip per suite entry from `generate_fn(prompt, frames, height, width, seed)`."""
-    return [check_video(generate_fn(e["prompt"], e["frames"], e["height"], e["width"], seed), e) for e in entries]
+PROMPT_FIELDS = ("prompt", "prompt_short")
+
+
+def generate_clips(generate_fn: GenerateFn, entries: list[dict], seed: int = 0, field: str = "prompt") -> list[np.ndarray]:
+    """One clip per suite entry from `generate_fn(text, frames, height, width, seed)`, the text being the
+    entry's detailed `prompt` or its `prompt_short` (`field`; the scoring always uses the entry's objects)."""
+    if field not in PROMPT_FIELDS:
+        raise ValueError(f"prompt field must be one of {PROMPT_FIELDS}, got {field!r}")
+    return [check_video(generate_fn(e[field], e["frames"], e["height"], e["width"], seed), e) for e in entries]
 
 
 def alternate_real_clips(entries: list[dict]) -> list[np.ndarray]:

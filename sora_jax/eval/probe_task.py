@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sora_jax.eval.probe import Probe, ProbeConfig, ProbeReader
+from sora_jax.eval.probe import Probe, ProbeConfig, ProbeReader, scale_inputs
 from sora_jax.eval.probe_data import SPLIT_SIZES, build_probe_batches, probe_clip
 from sora_jax.eval.targets import ATTRIBUTES, CLASS_COUNTS, attribute_hits, clip_objects, decode_slots
 
@@ -29,7 +29,7 @@ def probe_config_of(c: ml_collections.ConfigDict) -> ProbeConfig:
     """The ProbeConfig a run config describes (`c.model`)."""
     m = c.model
     return ProbeConfig(frames=m.frames, size=m.size, widths=tuple(m.widths), embed_dim=m.embed_dim,
-                       max_objects=m.max_objects, shape_widths=tuple(m.shape_widths))
+                       max_objects=m.max_objects, glimpse=m.glimpse, glimpse_widths=tuple(m.glimpse_widths))
 
 
 def probe_loss(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
@@ -57,7 +57,7 @@ class ProbeTask:
     @staticmethod
     def validate_config(c: ml_collections.ConfigDict) -> None:
         """Raises ValueError naming the first bad probe field (called by `train.config.validate`)."""
-        for name in ("frames", "size", "widths", "embed_dim", "max_objects", "shape_widths"):
+        for name in ("frames", "size", "widths", "embed_dim", "max_objects", "glimpse", "glimpse_widths"):
             if name not in c.get("model", {}):
                 raise ValueError(f"config: model.{name} is missing (see experiments/probe.py)")
         try:
@@ -72,21 +72,22 @@ class ProbeTask:
 
     def loss_fn(self, model: Probe, batch: dict, rng: jax.Array):
         del rng  # the probe is deterministic
-        return probe_loss(model(batch["views"]), batch)
+        return probe_loss(model(batch["views"], batch["tracks"], batch["glimpses"]), batch)
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         config = self.probe_config
-        return build_probe_batches(split, rows, config.frames, config.size, self.c.data.seed, shard, total_shards)
+        return build_probe_batches(split, rows, config.frames, config.size, config.glimpse, self.c.data.seed,
+                                   shard, total_shards)
 
     def host_batch(self, batch: dict) -> dict:
-        return dict(batch, views=batch["views"].astype(np.float32) / 255.0)  # (B, F, S, S, K + 1)
+        return batch | scale_inputs(batch)
 
     def batch_stats(self, batch: dict) -> tuple[int, int, float]:
         clips = len(batch["views"])
         return clips, clips, 0.0  # "tokens" are clips; conv FLOPs are not counted
 
     def validation_fn(self, model: Probe, batch: dict, rng: jax.Array) -> dict:
-        loss, metrics = probe_loss(model(batch["views"]), batch)
+        loss, metrics = probe_loss(model(batch["views"], batch["tracks"], batch["glimpses"]), batch)
         return {"val_loss": loss} | {f"val_{k}": v for k, v in metrics.items()}
 
     def write_samples(self, model: Probe, workdir: str, step: int) -> list[str]:

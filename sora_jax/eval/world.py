@@ -17,10 +17,17 @@ palette:
   each frame's membership maps are area-resampled so the longer side is `size` and letterboxed
   into a `size x size` square (the aspect is kept, so directions keep their angles). A frame mask
   channel marks the letterboxed frame, so the walls are visible to the probe.
+- `probe_inputs(video, frames, size, glimpse)`: the view plus, per colour slot, what an
+  object-centric reader needs at the clip's native resolution (the view's area resampling blurs a
+  6-pixel star into a blob): its track (per frame: seen, centroid in view coordinates, mass, fraction
+  of its largest mass) and its glimpses, a `glimpse x glimpse` window centred on its centroid in
+  every frame at one scale per slot (1.8 x the radius of a disc of its largest mass), so the object sits still
+  and equally large in every glimpse whatever its size and motion, and rotation is what changes.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from data_pipelines.shapes_world import COLOURS
 
@@ -81,8 +88,12 @@ def probe_view(video: np.ndarray, frames: int, size: int) -> np.ndarray:
     Stored as uint8 so batches stay small; `ProbeTask.host_batch` scales it back to [0, 1].
     """
     video = np.asarray(video)
-    membership = palette_membership(video[frame_indices(len(video), frames)])  # (F, H, W, K)
-    height, width = video.shape[1:3]
+    return resample_view(palette_membership(video[frame_indices(len(video), frames)]), size)
+
+
+def resample_view(membership: np.ndarray, size: int) -> np.ndarray:
+    """Native memberships `(F, H, W, K)` -> the letterboxed uint8 view `(F, size, size, K + 1)`."""
+    frames, height, width = membership.shape[:3]
     h, w, top, left = letterbox_shape(height, width, size)
     rows, columns = area_matrix(height, h), area_matrix(width, w)  # (h, H), (w, W)
     resized = np.tensordot(rows, membership, axes=(1, 1))  # (h, F, W, K)
@@ -91,3 +102,63 @@ def probe_view(video: np.ndarray, frames: int, size: int) -> np.ndarray:
     view[:, top : top + h, left : left + w, :-1] = resized
     view[:, top : top + h, left : left + w, -1] = 1.0
     return np.rint(np.clip(view, 0.0, 1.0) * 255).astype(np.uint8)
+
+GLIMPSE_REACH = 1.8  # glimpse half-width / radius of the slot's largest mass (a star's tips reach 1.54)
+MIN_GLIMPSE_HALF = 3.0  # px: the smallest glimpse half-width (a few-pixel object keeps its fringe)
+MIN_SEEN_MASS = 0.25  # px of membership for an object to count as seen in a frame
+TRACK_FEATURES = 5  # per slot and frame: seen, x, y, log1p(mass), mass / largest mass
+
+
+def slot_tracks(membership: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-slot tracks of native memberships `(F, H, W, K)`.
+
+    Returns `tracks (K, F, 5)` float32 (seen, x, y in the view's [-1, 1] coordinates, log1p of the
+    mass in view pixels, mass / the slot's largest mass), and the native centroids `(F, K, 2)`
+    (row, column pixel indices) and masses `(F, K)` the glimpses use.
+    """
+    height, width = membership.shape[1:3]
+    mass = membership.sum(axis=(1, 2))  # (F, K)
+    rows = np.einsum("fhwk,h->fk", membership, np.arange(height, dtype=np.float32))  # (F, K)
+    columns = np.einsum("fhwk,w->fk", membership, np.arange(width, dtype=np.float32))  # (F, K)
+    seen = mass >= MIN_SEEN_MASS  # (F, K)
+    safe = np.where(seen, mass, 1.0)
+    centroids = np.stack([rows / safe, columns / safe], axis=-1)  # (F, K, 2)
+    h, w, top, left = letterbox_shape(height, width, size)
+    scale = size / max(height, width)
+    y = ((centroids[..., 0] + 0.5) * (h / height) + top) / size * 2 - 1  # (F, K)
+    x = ((centroids[..., 1] + 0.5) * (w / width) + left) / size * 2 - 1  # (F, K)
+    peak = np.maximum(mass.max(axis=0, keepdims=True), 1e-6)  # (1, K)
+    tracks = np.stack([seen, np.where(seen, x, 0.0), np.where(seen, y, 0.0),
+                       np.log1p(mass * scale**2), mass / peak], axis=-1)  # (F, K, 5)
+    return tracks.transpose(1, 0, 2).astype(np.float32), centroids, mass
+
+
+def slot_glimpses(membership: np.ndarray, centroids: np.ndarray, mass: np.ndarray, glimpse: int) -> np.ndarray:
+    """`(K, F, G, G)` float32 windows of each seen slot's membership centred on its centroid (module docstring)."""
+    frames, _, _, slots = membership.shape
+    out = np.zeros((slots, frames, glimpse, glimpse), np.float32)
+    offsets = (np.arange(glimpse, dtype=np.float32) + 0.5) / glimpse * 2 - 1  # (G,) in [-1, 1]
+    for k in np.flatnonzero(mass.max(axis=0) >= MIN_SEEN_MASS):
+        half = max(GLIMPSE_REACH * np.sqrt(mass[:, k].max() / np.pi), MIN_GLIMPSE_HALF)
+        step = 2 * half / glimpse  # native px per glimpse px
+        for f in np.flatnonzero(mass[:, k] >= MIN_SEEN_MASS):
+            plane = membership[f, :, :, k]  # (H, W)
+            if step > 1.5:  # shrinking: low-pass first so the bilinear samples do not alias
+                plane = ndimage.gaussian_filter(plane, sigma=0.4 * step)
+            row, column = centroids[f, k]
+            grid = np.meshgrid(row + half * offsets, column + half * offsets, indexing="ij")  # 2 x (G, G)
+            out[k, f] = ndimage.map_coordinates(plane, grid, order=1, mode="constant", cval=0.0)
+    return out
+
+
+def probe_inputs(video: np.ndarray, frames: int, size: int, glimpse: int) -> dict:
+    """The probe's inputs of a clip (module docstring), as uint8 x 255 except tracks:
+
+    views `(frames, size, size, K + 1)`, tracks float32 `(K, frames, 5)`, glimpses `(K, frames, G, G)`.
+    """
+    video = np.asarray(video)
+    membership = palette_membership(video[frame_indices(len(video), frames)])  # (F, H, W, K)
+    tracks, centroids, mass = slot_tracks(membership, size)
+    glimpses = slot_glimpses(membership, centroids, mass, glimpse)  # (K, F, G, G)
+    return {"views": resample_view(membership, size), "tracks": tracks,
+            "glimpses": np.rint(np.clip(glimpses, 0.0, 1.0) * 255).astype(np.uint8)}

@@ -5,7 +5,7 @@ from flax import nnx
 
 from sora_jax.eval.probe import Probe, ProbeConfig, ProbeReader
 
-TEST_PROBE = ProbeConfig(frames=9, size=32, widths=(16, 32, 32), embed_dim=32, shape_widths=(8, 16, 16))
+TEST_PROBE = ProbeConfig(frames=9, size=32, widths=(16, 32, 32), embed_dim=32, glimpse=8, glimpse_widths=(8, 16))
 
 
 @pytest.fixture(scope="session")

@@ -56,11 +56,11 @@ def test_frechet_real_vs_real_is_smaller_than_vs_colour_swapped(reader):
 
 
 def test_probe_batches_resume_exactly():
-    stream = iter(build_probe_batches("train", 2, 5, 32, seed=3))
+    stream = iter(build_probe_batches("train", 2, 5, 32, 8, seed=3))
     next(stream)
     state = stream.get_state()
     expected = next(stream)
-    resumed = iter(build_probe_batches("train", 2, 5, 32, seed=3))
+    resumed = iter(build_probe_batches("train", 2, 5, 32, 8, seed=3))
     resumed.set_state(state)
     got = next(resumed)
     for key in expected:

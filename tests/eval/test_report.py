@@ -12,6 +12,7 @@ from flax import nnx
 from sora_jax.eval import cli
 from sora_jax.eval.corruptions import shuffle_frames
 from sora_jax.eval.evaluate import run_eval, vae_metrics
+from sora_jax.eval.harness import generate_clips
 from sora_jax.eval.suite import load_suite, reference_clip, write_suite
 
 
@@ -60,7 +61,8 @@ def test_report_html_is_self_contained(report):
 
 def test_bad_inputs_are_clear_errors(tmp_path, small_suite):
     args = argparse.Namespace(workdir=str(tmp_path), out=str(tmp_path / "out"), prompts=str(tmp_path / "none.jsonl"),
-                              probe_workdir=None, vae_workdir=None, compare=None, seed=0, steps=None, guidance=None)
+                              probe_workdir=None, vae_workdir=None, compare=None, seed=0, steps=None, guidance=None,
+                              prompt_field="prompt")
     with pytest.raises(FileNotFoundError, match="prompt suite not found"):
         cli.run(args)
     bad = tmp_path / "bad.jsonl"
@@ -73,6 +75,20 @@ def test_bad_inputs_are_clear_errors(tmp_path, small_suite):
     with pytest.raises(ValueError, match="expected"):
         run_eval("unused", str(tmp_path / "o"), prompts=small_suite[0], log=lambda *_: None,
                  generate_fns={"wrong": lambda p, f, h, w, s: np.zeros((f, h, w + 8, 3), np.uint8)})
+
+
+def test_short_prompt_field_sends_the_short_prompts(small_suite):
+    entries = small_suite[1]
+    asked = []
+
+    def record(prompt, frames, height, width, seed):
+        asked.append(prompt)
+        return np.zeros((frames, height, width, 3), np.uint8)
+
+    generate_clips(record, entries, field="prompt_short")
+    assert asked == [e["prompt_short"] for e in entries] and all(len(a) < len(e["prompt"]) for a, e in zip(asked, entries))
+    with pytest.raises(ValueError, match="prompt field"):
+        generate_clips(record, entries, field="caption")
 
 
 class _StubPosterior:

@@ -6,8 +6,23 @@ import pytest
 
 from data_pipelines.shapes_world import COLOURS, generate_clip
 from sora_jax.eval.frechet import frechet_distance
-from sora_jax.eval.targets import DIRECTIONS, attribute_hits, clip_objects, compass, slot_targets
-from sora_jax.eval.world import COLOUR_NAMES, area_matrix, palette_membership, probe_view
+from sora_jax.eval.probe_data import probe_clip
+from sora_jax.eval.targets import (
+    DIRECTIONS,
+    attribute_hits,
+    clip_objects,
+    compass,
+    slot_targets,
+)
+from sora_jax.eval.world import (
+    COLOUR_NAMES,
+    area_matrix,
+    frame_indices,
+    letterbox_shape,
+    palette_membership,
+    probe_inputs,
+    probe_view,
+)
 
 
 def test_membership_of_palette_and_background_colours():
@@ -42,6 +57,37 @@ def test_probe_view_letterboxes_and_keeps_object_mass():
     scale = (48 / 64) ** 2
     native = palette_membership(clip["video"][:1]).sum()
     assert abs(view[0, :, :, :-1].astype(float).sum() / 255 - native * scale) < 0.03 * native * scale + 1
+
+
+def test_tracks_follow_the_true_centres_and_glimpses_centre_and_scale_the_object():
+    sizes = {}
+    for index in range(8):
+        clip = probe_clip(index, "validation")
+        video, meta = clip["video"], clip["meta_dict"]
+        height, width = video.shape[1:3]
+        inputs = probe_inputs(video, 9, 48, 16)
+        assert inputs["tracks"].shape == (len(COLOUR_NAMES), 9, 5) and inputs["glimpses"].shape == (len(COLOUR_NAMES), 9, 16, 16)
+        h, w, top, left = letterbox_shape(height, width, 48)
+        frames = frame_indices(len(video), 9)
+        for obj in meta["objects"]:
+            slot = COLOUR_NAMES.index(obj["colour"])
+            for f, t in enumerate(frames):
+                if obj["visibility"][t] < 0.99 or not inputs["tracks"][slot, f, 0]:
+                    continue  # centroids of clipped or occluded objects are biased by design
+                x, y = inputs["tracks"][slot, f, 1:3]
+                # Back to native px (x right, y down, pixel centres at +0.5): undo the letterbox.
+                native = ((x + 1) / 2 * 48 - left) * width / w, ((y + 1) / 2 * 48 - top) * height / h
+                assert np.hypot(native[0] - obj["positions"][t][0], native[1] - obj["positions"][t][1]) < 0.6, (index, obj["shape"])
+                glimpse = inputs["glimpses"][slot, f].astype(np.float64)  # (G, G)
+                grid = np.arange(16) + 0.5
+                centre = (glimpse.sum(0) @ grid / glimpse.sum(), glimpse.sum(1) @ grid / glimpse.sum())
+                assert np.hypot(centre[0] - 8, centre[1] - 8) < 0.8  # centred (triangles: centroid, not centre)
+                sizes.setdefault(obj["size"], []).append(glimpse.sum() / 255 / 256)
+    # One window per slot scaled to its area: a whole object fills the same share of its glimpse
+    # whether it is small or large (its share of the frame differs by (0.17 / 0.08)^2 = 4.5x).
+    assert len(sizes) >= 2
+    shares = [np.median(v) for v in sizes.values()]
+    assert max(shares) / min(shares) < 1.25 and 0.15 < min(shares) < 0.4, sizes
 
 
 def test_targets_from_meta():
