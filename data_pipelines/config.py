@@ -28,7 +28,12 @@ def get_data_config() -> ml_collections.ConfigDict:
     c.frame_stride = 1
     c.min_side = 16
     c.max_side = ml_collections.config_dict.placeholder(int)
-    c.tokenizer = "bytes"
+    c.tokenizer = "bytes"  # the tiny trainable text encoder's token ids
+    # Text encoder of the DiT: "tiny" (trainable, byte token ids, the default) or a frozen one,
+    # "minilm" / "minilm:DIR" / "t5:DIR", whose caption embeddings (n, D) the rows then carry:
+    # read from latent records written by `sora-jax encode --text-encoder SPEC`, or computed here in
+    # pixel mode. max_text_tokens is then the frozen encoder's max_len (its truncation point).
+    c.text_encoder = "tiny"
     c.text_len = 1024  # text tokens per packed row
     c.max_text_tokens = 256  # per caption; longer ones are truncated (see sora_jax.text.tokenizers)
     c.caption_key = "caption"  # which caption trains the model
@@ -69,6 +74,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     )
     need(0 < c.max_text_tokens <= c.text_len, f"max_text_tokens ({c.max_text_tokens}) must be in 1..text_len")
     need(c.caption_key in CAPTION_KEYS, f"caption_key must be one of {CAPTION_KEYS}")
+    _validate_text_encoder(c.get("text_encoder", "tiny"), c.max_text_tokens)
     need(0.0 <= c.short_caption_prob <= 1.0, "short_caption_prob must be in [0, 1]")
     need(0.0 <= c.known_first_frame_prob <= 1.0, "known_first_frame_prob must be in [0, 1]")
     need(c.max_segments_per_row >= 1, "max_segments_per_row must be at least 1")
@@ -78,6 +84,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.worker_count >= 0 and c.read_threads >= 1, "worker_count >= 0 and read_threads >= 1")
     if c.mode == "pixel":
         sizing_config(c)  # raises with its own message
+
+
+def _validate_text_encoder(spec, max_text_tokens: int) -> None:
+    """A known spec; a frozen encoder needs room for its special tokens (nothing is loaded here)."""
+    from sora_jax.text.interface import canonical_spec  # noqa: PLC0415 (the text package imports JAX)
+
+    try:
+        spec = canonical_spec(spec)
+    except ValueError as error:
+        raise ValueError(f"data config: text_encoder: {error}") from None
+    if spec != "tiny" and max_text_tokens < 3:
+        raise ValueError(f"data config: max_text_tokens ({max_text_tokens}) is the frozen text encoder's max_len "
+                         "and must be at least 3 (its special tokens and some text)")
 
 
 def sizing_config(c: ml_collections.ConfigDict) -> SizingConfig:

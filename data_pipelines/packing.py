@@ -11,6 +11,9 @@ text segment id k. `finalize_row` then shapes Grain's output into the project's 
     loss_mask (L,) float32   1 where a token is real
     known_mask (L,) bool     tokens given as clean conditioning (image-to-video training)
     text_tokens (Lt,) int32, text_segment_ids (Lt,) int32
+                             (with a frozen text encoder `text_embeddings (Lt, D)` float16 in place
+                             of `text_tokens`: each caption's real-token embeddings, packed the
+                             same way, with the same text segment ids; 0 at padding)
     segment_grid (S, 3) int32     token grid (gt, gh, gw) of segment k+1, for unpatchify; 0 unused
     segment_record (S, 2) int64   (source, record index) of segment k+1; -1 unused
 """
@@ -22,6 +25,7 @@ import grain
 import numpy as np
 
 PACKED_FEATURES = ("tokens", "coords", "known_mask", "text_tokens")
+TEXT_FEATURES = ("text_tokens", "text_embeddings")  # token ids (trainable encoder) or frozen embeddings
 META_FEATURES = ("grid", "record")
 
 
@@ -33,18 +37,21 @@ PACKERS = {
 
 def pack(
     dataset: grain.IterDataset, *, seq_len: int, text_len: int, max_segments: int, bins: int, seed: int,
-    algorithm: str = "best_fit",
+    algorithm: str = "best_fit", text_feature: str = "text_tokens",
 ):
     """Packs per-clip token dicts into rows with Grain's first-fit or best-fit packer.
 
     Best-fit puts each clip in the bin it fills most tightly; with clips up to a whole row long it
-    wastes less than first-fit (see benchmarks/packing.py).
+    wastes less than first-fit (see benchmarks/packing.py). `text_feature` names the elements' text
+    (`text_tokens (n,)` or `text_embeddings (n, D)`); either is packed along its first axis.
     """
     if algorithm not in PACKERS:
         raise ValueError(f"unknown packing algorithm {algorithm!r}; known: {sorted(PACKERS)}")
+    if text_feature not in TEXT_FEATURES:
+        raise ValueError(f"unknown text feature {text_feature!r}; known: {TEXT_FEATURES}")
     return PACKERS[algorithm](
         dataset,
-        length_struct={"tokens": seq_len, "coords": seq_len, "known_mask": seq_len, "text_tokens": text_len},
+        length_struct={"tokens": seq_len, "coords": seq_len, "known_mask": seq_len, text_feature: text_len},
         num_packing_bins=bins,
         seed=seed,
         shuffle_bins=True,
@@ -60,14 +67,19 @@ def finalize_row(row: dict, max_segments: int) -> dict:
     record = np.full((max_segments, 2), -1, np.int64)  # (S, 2)
     for k, (g, r) in enumerate(zip(row["grid"], row["record"])):
         grid[k], record[k] = g, r
+    if "text_embeddings" in row:
+        text = {"text_embeddings": row["text_embeddings"].astype(np.float16),  # (Lt, D)
+                "text_segment_ids": row["text_embeddings_segment_ids"].astype(np.int32)}
+    else:
+        text = {"text_tokens": row["text_tokens"].astype(np.int32),  # (Lt,)
+                "text_segment_ids": row["text_tokens_segment_ids"].astype(np.int32)}
     return {
         "tokens": row["tokens"],
         "coords": row["coords"].astype(np.int32),
         "segment_ids": segment_ids,
         "loss_mask": (segment_ids > 0).astype(np.float32),
         "known_mask": row["known_mask"].astype(bool),
-        "text_tokens": row["text_tokens"].astype(np.int32),
-        "text_segment_ids": row["text_tokens_segment_ids"].astype(np.int32),
+        **text,
         "segment_grid": grid,
         "segment_record": record,
     }

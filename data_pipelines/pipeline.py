@@ -6,6 +6,15 @@
 
 Everything random is seeded per element, so a pipeline is a pure function of its config, split and
 process index; its iterator state (`get_state`/`set_state`) restores the exact following batches.
+
+Caption text follows `data.text_encoder`. The tiny trainable encoder (default) gets byte token ids,
+`text_tokens (n,)`. A frozen encoder (`minilm`, `t5:DIR`) gets its embeddings of the caption's real
+tokens, `text_embeddings (n, D)` float16, packed exactly like token ids (same text segment ids):
+in latent mode they are read from the records (`sora-jax encode --text-encoder`, checked against the
+config when the pipeline is built); in pixel mode the pipeline runs the encoder itself, once per
+distinct caption per process (`CaptionEmbedder` caches by text). For MiniLM that is about 35 ms
+per new detailed caption on a shared 2-core CPU (docs/text.md), in every process and Grain worker
+(each loads its own encoder); latent mode costs nothing.
 """
 from __future__ import annotations
 
@@ -18,27 +27,64 @@ import numpy as np
 
 from data_pipelines import config as data_config
 from data_pipelines import packing
+from data_pipelines.latents import EMBEDDING_FIELDS, read_text_info
 from data_pipelines.sizing import size_clip
-from data_pipelines.sources import clip_decoder, open_source
+from data_pipelines.sources import clip_decoder, open_source, resolve_source
 from sora_jax.models.dit.patchify import patchify
+from sora_jax.text.interface import EMBEDDING_DTYPE, CaptionEmbedder, canonical_spec, is_frozen_spec
 from sora_jax.text.tokenizers import get_tokenizer
 
 
-def _tag(index: int, record: dict, source_index: int) -> dict:
-    return {"record": np.array([source_index, index], np.int64), "stored": record}
+def _tag(index: int, record: dict, source_index: int, size: int) -> dict:
+    # Grain numbers a repeated dataset's elements on past the end (epoch * size + record): the record is the rest.
+    return {"record": np.array([source_index, index % size], np.int64), "stored": record}
 
 
 def _decode(element: dict, decoder) -> dict:
     clip = decoder(element["stored"])
     clip["record"] = element["record"]
+    for name in EMBEDDING_FIELDS:  # latent records written with --text-encoder
+        if name in element["stored"]:
+            clip[name] = np.asarray(element["stored"][name], EMBEDDING_DTYPE)  # (n, D)
     return clip
 
 
-def _caption_tokens(clip: dict, c: ml_collections.ConfigDict, tokenizer, rng: np.random.Generator) -> np.ndarray:
+class RecordEmbeddings:
+    """Latent mode with a frozen encoder: a caption's embeddings are the record's stored ones."""
+
+    def __init__(self, spec: str):
+        self.spec = canonical_spec(spec)
+
+    def embed_clip(self, clip: dict, key: str) -> np.ndarray:
+        """`{key}_embedding (n, D)` of the record; ValueError naming `--text-encoder` when absent."""
+        if f"{key}_embedding" not in clip:
+            raise ValueError(f"latent record {clip['record'].tolist()} has no {key}_embedding: data.text_encoder "
+                             f"is {self.spec!r}, so encode the dataset with `sora-jax encode ... --text-encoder "
+                             f"{self.spec}`")
+        return clip[f"{key}_embedding"]
+
+
+def caption_text(c: ml_collections.ConfigDict):
+    """What turns a clip's caption into packed text for `c.text_encoder`: the tokenizer (tiny), the
+    records' stored embeddings (frozen, latent mode) or a caching `CaptionEmbedder` (frozen, pixel)."""
+    spec = c.get("text_encoder", "tiny")
+    if not is_frozen_spec(spec):
+        return get_tokenizer(c.tokenizer)
+    if c.mode == "latent":
+        return RecordEmbeddings(spec)
+    return CaptionEmbedder(spec, c.max_text_tokens)
+
+
+def _caption_features(clip: dict, c: ml_collections.ConfigDict, text, rng: np.random.Generator) -> dict:
+    """`{"text_tokens": (n,) int32}` or, with a frozen encoder, `{"text_embeddings": (n, D) float16}`."""
     key = c.caption_key
     if c.short_caption_prob > 0 and rng.random() < c.short_caption_prob:
         key = "caption_short"
-    return tokenizer.encode(clip[key], max_len=c.max_text_tokens)  # (n_text,)
+    if isinstance(text, RecordEmbeddings):
+        return {"text_embeddings": text.embed_clip(clip, key)}  # (n, D)
+    if isinstance(text, CaptionEmbedder):
+        return {"text_embeddings": text.embed(clip[key])}  # (n, D)
+    return {"text_tokens": text.encode(clip[key], max_len=c.max_text_tokens)}  # (n,)
 
 
 def _known_mask(coords: np.ndarray, c: ml_collections.ConfigDict, rng: np.random.Generator) -> np.ndarray:
@@ -52,13 +98,13 @@ def _known_mask(coords: np.ndarray, c: ml_collections.ConfigDict, rng: np.random
 
 def _segment(array: np.ndarray, clip: dict, rng: np.random.Generator, c: ml_collections.ConfigDict, tokenizer) -> dict:
     """One clip's packable element: spacetime patches of `array (t, h, w, ch)` with their coordinates,
-    known flags and caption tokens."""
+    known flags and caption tokens or embeddings (`tokenizer`: a tokenizer or a `caption_text` source)."""
     tokens, coords, grid = patchify(array, c.patch)  # (N, D), (N, 3)
     return {
         "tokens": tokens,
         "coords": coords,
         "known_mask": _known_mask(coords, c, rng),
-        "text_tokens": _caption_tokens(clip, c, tokenizer, rng),
+        **_caption_features(clip, c, tokenizer, rng),
         "grid": np.asarray(grid, np.int32),
         "record": clip["record"],
     }
@@ -90,7 +136,7 @@ def _prepare_latents(clip: dict, rng: np.random.Generator, c: ml_collections.Con
 
 def _source_dataset(index: int, path: str, c, split: str, process_index: int, process_count: int):
     source, name = open_source(path, split)
-    ds = grain.MapDataset.source(source).map_with_index(functools.partial(_tag, source_index=index))
+    ds = grain.MapDataset.source(source).map_with_index(functools.partial(_tag, source_index=index, size=len(source)))
     ds = ds[process_index::process_count]
     if c.shuffle:
         ds = ds.seed(c.seed + index).shuffle()
@@ -114,8 +160,9 @@ def build(
     data_config.validate(c)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    tokenizer = get_tokenizer(c.tokenizer)
     sources = [_source_dataset(i, p, c, split, process_index, process_count) for i, p in enumerate(c.sources)]
+    check_text_sources(c)
+    tokenizer = caption_text(c)
     ds = sources[0] if len(sources) == 1 else grain.MapDataset.mix(sources, list(c.weights) or None)
     prepare = _prepare_pixels if c.mode == "pixel" else _prepare_latents
     ds = ds.seed(c.seed).random_map(functools.partial(prepare, c=c, tokenizer=tokenizer))
@@ -123,6 +170,7 @@ def build(
     it = packing.pack(
         it, seq_len=c.seq_len, text_len=c.text_len, max_segments=c.max_segments_per_row,
         bins=c.packing_bins, seed=c.seed, algorithm=c.packing,
+        text_feature="text_embeddings" if is_frozen_spec(c.get("text_encoder", "tiny")) else "text_tokens",
     )
     it = it.map(functools.partial(packing.finalize_row, max_segments=c.max_segments_per_row))
     it = it.batch(c.batch_size, drop_remainder=c.num_epochs is None)
@@ -134,3 +182,26 @@ def build(
         )
     return it
 
+
+def check_text_sources(c: ml_collections.ConfigDict) -> None:
+    """With a frozen `c.text_encoder` in latent mode, every source must hold caption embeddings of that
+    encoder, truncated at `c.max_text_tokens`; raises ValueError saying how to fix it otherwise."""
+    spec = c.get("text_encoder", "tiny")
+    if c.mode != "latent" or not is_frozen_spec(spec):
+        return
+    spec = canonical_spec(spec)
+    for path in c.sources:
+        info = read_text_info(resolve_source(path))
+        if info is None:
+            raise ValueError(f"latent dataset {path} has no caption embeddings (it was encoded without --text-encoder) "
+                             f"but data.text_encoder is {spec!r}: re-encode it with `sora-jax encode ... "
+                             f"--text-encoder {spec}`, or train with data.text_encoder='tiny'")
+        if info["spec"] != spec:
+            raise ValueError(f"latent dataset {path} holds {info['spec']!r} caption embeddings but "
+                             f"data.text_encoder is {spec!r}: set --config.data.text_encoder={info['spec']} or "
+                             f"re-encode with `sora-jax encode ... --text-encoder {spec}`")
+        if info["max_len"] != c.max_text_tokens:
+            raise ValueError(f"latent dataset {path} has captions embedded at max_len {info['max_len']} but "
+                             f"data.max_text_tokens is {c.max_text_tokens}: set --config.data.max_text_tokens="
+                             f"{info['max_len']} (generation truncates prompts as the records were), or re-encode "
+                             f"with --text-max-len {c.max_text_tokens}")

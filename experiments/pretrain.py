@@ -9,6 +9,13 @@ Variants:
   `make demo` trains; point it at a dataset written by `sora-jax encode`:
       sora-jax train --config experiments/pretrain.py:tiny_latent --workdir /tmp/dit_tiny \
           --config.data.sources="['/tmp/latents_demo']"
+- `tiny_latent_minilm`: `tiny_latent` conditioned on the frozen MiniLM-L6 encoder (384-wide
+  embeddings, prompts cut at 256 tokens) instead of the tiny trainable one. The embeddings are
+  computed once, when the latents are encoded, and read from the records:
+      sora-jax encode --vae-workdir /tmp/vae_tiny --data shapes_world:demo --out /tmp/latents_minilm \
+          --text-encoder minilm
+      sora-jax train --config experiments/pretrain.py:tiny_latent_minilm --workdir /tmp/dit_minilm \
+          --config.data.sources="['/tmp/latents_minilm']"
 - `stage1_images`, `stage2_joint`, `stage3_hires`: pod-scale stages on VAE latents (patch 1x2x2):
   images and short low-resolution clips first, then images and videos jointly, then higher
   resolution and longer clips. Mesh and batch for TPU v5p-64 (stage 1/2) and v5p-128 (stage 3); set
@@ -61,8 +68,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
         c.data.max_frames, c.data.max_text_tokens, c.data.text_len, c.data.packing_bins = 5, 192, 768, 16
         c.sample_shape = (17, 64, 64)
         return c
+    if arg == "tiny_latent_minilm":
+        c = get_config("tiny_latent")
+        c.data.text_encoder = "minilm"  # DiT text_dim becomes MiniLM's 384 (sora_jax.train.tasks.DiTTask)
+        c.data.max_text_tokens = c.text_max_len = 256  # MiniLM's max_len: what `encode --text-encoder minilm` keeps
+        return c
     if arg not in STAGES:
-        raise ValueError(f"unknown pretrain variant {arg!r}; known: {['tiny', 'tiny_latent', *STAGES]}")
+        raise ValueError(f"unknown pretrain variant {arg!r}; known: "
+                         f"{['tiny', 'tiny_latent', 'tiny_latent_minilm', *STAGES]}")
     stage = STAGES[arg]
     c.model.preset = "1B"
     c.model.overrides = {"remat": "dots_no_batch", "dtype": "bfloat16"}

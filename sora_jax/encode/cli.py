@@ -1,4 +1,4 @@
-"""`sora-jax encode --vae-workdir DIR --data DIR --out DIR`: see sora_jax/encode/job.py."""
+"""`sora-jax encode --vae-workdir DIR --data DIR --out DIR [--text-encoder minilm]`: see sora_jax/encode/job.py."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,12 @@ def register(subparsers) -> None:
     encode.add_argument("--splits", default=None, help="comma-separated splits (default: all)")
     encode.add_argument("--batch-size", type=int, default=8)
     encode.add_argument("--chunk-frames", type=int, default=33, help="clips longer than this are encoded in chunks")
+    encode.add_argument("--text-encoder", default=None,
+                        help="frozen text encoder ('minilm', 'minilm:DIR', 't5:DIR') whose caption embeddings each "
+                             "record also stores, so DiT training (data.text_encoder=SPEC) does not run it")
+    encode.add_argument("--text-max-len", type=int, default=None,
+                        help="caption tokens kept by --text-encoder (longer captions are cut at the end, special "
+                             "tokens kept; default: the encoder's own, 256 for MiniLM)")
     encode.set_defaults(func=run)
 
 
@@ -21,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     splits = tuple(s for s in args.splits.split(",") if s) if args.splits else None
     config = EncodeConfig(vae_workdir=args.vae_workdir, data=args.data, out=args.out, splits=splits,
-                          batch_size=args.batch_size, chunk_frames=args.chunk_frames)
+                          batch_size=args.batch_size, chunk_frames=args.chunk_frames,
+                          text_encoder=args.text_encoder, text_max_len=args.text_max_len)
     print(json.dumps(run_encode(config)))
     return 0

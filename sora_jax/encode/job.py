@@ -17,6 +17,14 @@ Three phases, each resumable from the files it leaves under `OUT_DIR/work/`:
    TFDS `latents` dataset with latents stored as `(mode - shift) / scale`, and
    `latent_info.json` next to it: `{vae_workdir, vae_step, shift, scale, ...}` — what the DiT's
    latent mode trains on and what generation inverts before decoding.
+
+With `--text-encoder SPEC` (a frozen encoder, e.g. `minilm`; `text_encoder` here) phase 2 also runs
+both captions of each batch through the encoder (jitted, rows cut to length buckets: see
+`sora_jax.text.encoders.FrozenTextEncoder`) and phase 3 stores each record's real-token embeddings
+as `caption_embedding` / `caption_short_embedding`, float16 `(n, D)`; `latent_info.json` gains
+`text_encoder: {spec, name, dim, max_len, dtype, fields}`. Captions longer than `max_len` tokens
+(`--text-max-len`, default the encoder's) are cut at their end, keeping the special tokens. The
+DiT then trains without running the encoder (`data.text_encoder` in the run's config).
 """
 from __future__ import annotations
 
@@ -31,15 +39,17 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from data_pipelines.latents import write_latents
 import tensorflow_datasets as tfds
 
+from data_pipelines.latents import EMBEDDING_FIELDS, LATENT_INFO, write_latents
 from data_pipelines.sources import CLIP_DATASETS, DecodeOptions, clip_decoder, open_source, resolve_source
 from sora_jax.models.vae.chunked import ChunkedVAE
 from sora_jax.models.vae.config import VAEConfig
 from sora_jax.models.vae.model import VAE
+from sora_jax.text.interface import (EMBEDDING_DTYPE, TextEncoder, canonical_spec, encode_captions, get_text_encoder,
+                                     is_frozen_spec)
 
-LATENT_INFO = "latent_info.json"
+CAPTION_KEYS = ("caption", "caption_short")  # EMBEDDING_FIELDS[i] == CAPTION_KEYS[i] + "_embedding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +63,18 @@ class EncodeConfig:
     batch_size: int = 8
     chunk_frames: int = 33  # clips longer than this are encoded chunk by chunk
     stats_records: int = 2048  # train records sampled for shift/scale
+    text_encoder: str | None = None  # frozen encoder spec ("minilm", "t5:DIR"): store caption embeddings
+    text_max_len: int | None = None  # its truncation length (default: the encoder's own)
 
     def __post_init__(self):
         if self.batch_size < 1 or self.chunk_frames < 1 or self.stats_records < 1:
             raise ValueError(f"batch_size, chunk_frames and stats_records must be >= 1, got {self}")
+        if self.text_encoder is not None and not is_frozen_spec(self.text_encoder):
+            raise ValueError(f"--text-encoder {self.text_encoder!r} is the trainable tiny encoder: its embeddings "
+                             "are trained with the DiT, so there is nothing to store; give a frozen one "
+                             "('minilm', 't5:DIR')")
+        if self.text_max_len is not None and self.text_encoder is None:
+            raise ValueError("--text-max-len is the truncation length of --text-encoder; give that too")
 
 
 def encodable_shape(shape: tuple[int, int, int], config: VAEConfig) -> tuple[int, int, int] | None:
@@ -137,8 +155,21 @@ def _atomic_save(path: str, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def _encode_batch(batch: dict, source, decoder, encoder: _Encoder) -> dict:
-    """Latents and text of one planned batch (records that fail to read now are dropped, counted)."""
+def _caption_embeddings(texts: dict[str, list[str]], text_encoder: TextEncoder) -> dict:
+    """`{key}_embedding (B, n_max, D)` float16 (zero past each caption's end) and `{key}_tokens (B,)`
+    real-token counts of both captions of a batch; `n_max` is the batch's longest caption."""
+    arrays = {}
+    for key in CAPTION_KEYS:
+        embeddings, mask = encode_captions(text_encoder, texts[key], batch_size=len(texts[key]))  # (B, Lt, D), (B, Lt)
+        counts = mask.sum(axis=1)  # (B,)
+        arrays[f"{key}_embedding"] = embeddings[:, : max(1, counts.max())].astype(EMBEDDING_DTYPE)  # (B, n_max, D)
+        arrays[f"{key}_tokens"] = counts.astype(np.int32)
+    return arrays
+
+
+def _encode_batch(batch: dict, source, decoder, encoder: _Encoder, text_encoder: TextEncoder | None = None) -> dict:
+    """Latents and text of one planned batch (records that fail to read now are dropped, counted),
+    with the captions' embeddings when a frozen `text_encoder` is given."""
     shape = tuple(batch["shape"])
     videos, kept, texts = [], [], {"caption_short": [], "caption": [], "meta": []}
     for index in batch["records"]:
@@ -153,8 +184,9 @@ def _encode_batch(batch: dict, source, decoder, encoder: _Encoder) -> dict:
         return {"records": np.zeros((0,), np.int64)}
     video = np.stack(videos).astype(np.float32) / 127.5 - 1.0  # (B, T, H, W, 3)
     latents = encoder(video)  # (B, t, h, w, c)
+    embeddings = {} if text_encoder is None else _caption_embeddings(texts, text_encoder)
     return {"records": np.asarray(kept, np.int64), "latents": latents.astype(np.float32),
-            **{k: np.asarray(v, dtype=str) for k, v in texts.items()}}
+            **{k: np.asarray(v, dtype=str) for k, v in texts.items()}, **embeddings}
 
 
 def _parts(work: str, split: str, plan: dict):
@@ -189,8 +221,11 @@ def _latent_records(work: str, split: str, plan: dict, shift, scale, provenance:
             latent = (part["latents"][i] - shift) / scale  # (t, h, w, c)
             encoded = provenance | {"split": split, "index": index, "latent_shape": list(latent.shape)}
             meta = (meta if isinstance(meta, dict) else {"source_meta": meta}) | {"encoding": encoded}
-            yield f"{split}-{index:09d}", {"latent": latent.astype(np.float32), "caption_short": str(part["caption_short"][i]),
-                                           "caption": str(part["caption"][i]), "meta": json.dumps(meta)}
+            record = {"latent": latent.astype(np.float32), "caption_short": str(part["caption_short"][i]),
+                      "caption": str(part["caption"][i]), "meta": json.dumps(meta)}
+            for key in CAPTION_KEYS if "caption_embedding" in part else ():
+                record[f"{key}_embedding"] = part[f"{key}_embedding"][i, : part[f"{key}_tokens"][i]]  # (n, D)
+            yield f"{split}-{index:09d}", record
 
 
 def _job_identity(work: str, identity: dict) -> None:
@@ -222,15 +257,29 @@ def _split_plan(work: str, split: str, source, decoder, vae_config: VAEConfig, b
     return plan
 
 
+def _text_encoder(ec: EncodeConfig) -> tuple[TextEncoder | None, dict | None]:
+    """The frozen caption encoder `ec` asks for and the `text_encoder` entry of `latent_info.json`."""
+    if ec.text_encoder is None:
+        return None, None
+    spec = canonical_spec(ec.text_encoder)
+    encoder = get_text_encoder(spec, max_len=ec.text_max_len, batch_size=ec.batch_size)
+    return encoder, {"spec": spec, "name": encoder.name, "dim": encoder.dim, "max_len": encoder.max_len,
+                     "dtype": np.dtype(EMBEDDING_DTYPE).name, "fields": list(EMBEDDING_FIELDS)}
+
+
 def run_encode(ec: EncodeConfig, log=print) -> dict:
     """Runs the three phases (module docstring); returns the report also written to `out/encode_report.json`."""
     started = time.perf_counter()
     vae, vae_step = load_vae(ec.vae_workdir)
+    text_encoder, text_info = _text_encoder(ec)
     dataset_dir = resolve_source(ec.data)
     work = os.path.join(ec.out, "work")
     os.makedirs(work, exist_ok=True)
-    _job_identity(work, {"vae_workdir": os.path.abspath(ec.vae_workdir), "vae_step": vae_step,
-                         "data": os.path.abspath(dataset_dir), "batch_size": ec.batch_size})
+    identity = {"vae_workdir": os.path.abspath(ec.vae_workdir), "vae_step": vae_step,
+                "data": os.path.abspath(dataset_dir), "batch_size": ec.batch_size}
+    if text_info is not None:  # only then: work dirs of earlier jobs without embeddings still resume
+        identity["text_encoder"] = {"spec": text_info["spec"], "max_len": text_info["max_len"]}
+    _job_identity(work, identity)
     splits = ec.splits or tuple(sorted(tfds.builder_from_directory(dataset_dir).info.splits))
     encoder, plans, counts = _Encoder(vae, ec.chunk_frames), {}, Counter()
     for split in splits:
@@ -245,7 +294,7 @@ def run_encode(ec: EncodeConfig, log=print) -> dict:
             if os.path.exists(path):
                 counts["resumed_batches"] += 1
             else:
-                arrays = _encode_batch(batch, source, decoder, encoder)
+                arrays = _encode_batch(batch, source, decoder, encoder, text_encoder)
                 counts["lost_on_reread"] += len(batch["records"]) - len(arrays["records"])
                 counts["frames_encoded"] += len(arrays["records"]) * batch["shape"][0]
                 _atomic_save(path, **arrays)
@@ -255,10 +304,13 @@ def run_encode(ec: EncodeConfig, log=print) -> dict:
     stats_split = "train" if "train" in plans else splits[0]
     shift, scale = latent_stats(work, stats_split, plans[stats_split], ec.stats_records)
     provenance = {"vae_workdir": os.path.abspath(ec.vae_workdir), "vae_step": vae_step, "source": dataset_dir}
-    dataset_path = write_latents(ec.out, {s: _latent_records(work, s, plans[s], shift, scale, provenance) for s in splits})
+    records = {s: _latent_records(work, s, plans[s], shift, scale, provenance) for s in splits}
+    dataset_path = write_latents(ec.out, records, text_dim=None if text_info is None else text_info["dim"])
     info = provenance | {"shift": shift.tolist(), "scale": scale.tolist(), "stats_split": stats_split,
                          "time_factor": vae.config.time_factor, "space_factor": vae.config.space_factor,
                          "latent_channels": vae.config.latent_channels}
+    if text_info is not None:
+        info["text_encoder"] = text_info
     with open(os.path.join(dataset_path, LATENT_INFO), "w") as f:
         json.dump(info, f, indent=2)
     seconds = time.perf_counter() - started

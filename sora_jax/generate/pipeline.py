@@ -13,6 +13,12 @@ the whole latent is decoded chunk by chunk (latent mode). Row lengths are rounde
 
 The noise of a clip depends only on its seed and window index (`noise_for`), so a clip comes out
 the same alone or packed with others, and the same seed always gives the same video.
+
+Prompts are encoded by the run's `tokenizer`: byte token ids for the tiny trainable text encoder,
+or, for a model trained with a frozen encoder (`data.text_encoder`), a `CaptionEmbedder` of that
+encoder giving the prompt's real-token embeddings `(n, D)` float16, truncated at the run's
+`data.max_text_tokens` exactly as its training captions were. The unconditional branch of
+guidance zeroes them (`text_keep`), as training's caption dropout did.
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ class Plan:
 
     known_latents: np.ndarray  # (t, h, w, c), zeros where unknown
     known_mask: np.ndarray  # (t,) bool
-    text: np.ndarray  # (n,) int32 caption tokens
+    text: np.ndarray  # (n,) int32 caption tokens, or (n, D) float16 frozen-encoder embeddings
     seed: int
     clean: np.ndarray | None = None  # (t, h, w, c) SDEdit start latent
     start_time: float = 1.0
@@ -45,6 +51,16 @@ def noise_for(seed: int, window: int, shape: tuple[int, ...]) -> np.ndarray:
     """Standard normal noise of one clip window, a function of `(seed, window, shape)` only. Drawn on
     the host (numpy's PCG64 from the seed sequence `(seed, window)`): no compilation per shape."""
     return np.random.default_rng((seed, window)).standard_normal(shape, dtype=np.float32)
+
+
+def packed_embeddings(rows: dict, texts: list[np.ndarray]) -> np.ndarray:
+    """Text embeddings `(R, Lt, D)` of packed `rows`: segment k's `(n_k, D)` at the text positions
+    with its text segment id (as the input pipeline packs them), zeros at padding."""
+    segment_ids = rows["text_segment_ids"]  # (R, Lt)
+    out = np.zeros((*segment_ids.shape, texts[0].shape[1]), texts[0].dtype)  # (R, Lt, D)
+    for text, (row, slot) in zip(texts, rows["placement"]):
+        out[row, segment_ids[row] == slot] = text  # (n, D)
+    return out
 
 
 def window_starts(latent_frames: int, window: int, overlap: int) -> list[int]:
@@ -62,7 +78,9 @@ class Generator:
     Args:
       model: the `TextToVideo` (or anything with its call signature).
       codec: `PixelCodec` or `LatentCodec` (`sora_jax.generate.codec`).
-      tokenizer: caption tokenizer; flow: the run's FlowConfig; patch: the DiT's `(pt, ph, pw)`.
+      tokenizer: prompt encoder, `encode(prompt, max_len)`: a tokenizer (token ids) or, for a model
+        trained with a frozen text encoder, its `CaptionEmbedder` (embeddings `(n, D)`);
+        flow: the run's FlowConfig; patch: the DiT's `(pt, ph, pw)`.
       max_text_tokens: caption length cap; max_frames, max_tokens: the trained clip length in latent
         frames and tokens (they set the sliding window); row_bucket: row length granularity;
         sample_shape: the default `(frames, height, width)` of the command line.
@@ -245,11 +263,15 @@ class Generator:
 
     def _sample_plans(self, plans: list[Plan], windows: list[int], config: SamplerConfig) -> list[np.ndarray]:
         """Packs plans into rows, samples them together, and returns their latents in order."""
-        segments = [latent_segment(p.known_latents, self.patch, p.text, p.known_mask) for p in plans]
+        # pack_rows lays out token ids; embeddings (n, D) go in after, at the spans it gave their ids.
+        ids = [p.text if p.text.ndim == 1 else np.zeros(len(p.text), np.int32) for p in plans]  # (n,) each
+        segments = [latent_segment(p.known_latents, self.patch, text, p.known_mask) for p, text in zip(plans, ids)]
         sizes = [len(s["tokens"]) for s in segments]
         seq_len = -(-max(max(sizes), min(sum(sizes), self.max_tokens)) // self.row_bucket) * self.row_bucket
         feature_dim = segments[0]["tokens"].shape[1]
         rows = pack_rows(segments, seq_len, self.max_text_tokens * len(plans), len(plans), feature_dim)
+        if plans[0].text.ndim == 2:
+            rows["text_tokens"] = packed_embeddings(rows, [p.text for p in plans])  # (R, Lt, D): the model's text input
         noise, clean = np.zeros_like(rows["tokens"]), np.zeros_like(rows["tokens"])
         start_time = np.ones(rows["segment_grid"].shape[:2], np.float32)  # (R, S)
         for plan, window, segment, (row, slot) in zip(plans, windows, segments, rows["placement"]):

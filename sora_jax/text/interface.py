@@ -20,13 +20,17 @@ keeping the tokenizer's special tokens (see `sora_jax.text.encoders.PretrainedTo
 """
 from __future__ import annotations
 
+import collections
+import json
+import os
+import threading
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from flax import nnx
 
 from sora_jax.text.encoders import TokenEmbeddingEncoder
-from sora_jax.text.minilm import MiniLMEncoder
+from sora_jax.text.minilm import MiniLMEncoder, minilm_dir
 from sora_jax.text.t5 import T5TextEncoder
 from sora_jax.text.tokenizers import ByteTokenizer
 
@@ -137,3 +141,117 @@ def encode_captions(encoder: TextEncoder, texts: Sequence[str], batch_size: int 
     if not chunks:
         return np.zeros((0, encoder.max_len, encoder.dim), np.float32), np.zeros((0, encoder.max_len), bool)
     return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Precomputed embeddings (the DiT's frozen-encoder path): spec checks that load nothing, the storage
+# dtype, and the one-caption-at-a-time embedder of the pixel-mode pipeline and of generation.
+# ---------------------------------------------------------------------------------------------------
+
+EMBEDDING_DTYPE = np.float16  # stored in latent records, packed rows and host batches (see docs/text.md)
+
+
+def canonical_spec(spec: str) -> str:
+    """`spec` in the form runs and latent datasets record and compare: the tiny aliases become
+    `"tiny"`, a folder becomes its absolute path (`"minilm:/abs/dir"`); ValueError when unknown."""
+    if not isinstance(spec, str):
+        raise ValueError(f"a text encoder spec is a string such as 'tiny' or 'minilm', got {spec!r}")
+    kind, _, path = spec.partition(":")
+    if kind in TINY_NAMES and not path:
+        return "tiny"
+    if kind == "minilm" and not path:
+        return "minilm"
+    if kind in ("minilm", "t5", "umt5") and path:
+        return f"{'t5' if kind == 'umt5' else kind}:{os.path.abspath(os.path.expanduser(path))}"
+    raise ValueError(f"unknown text encoder spec {spec!r}; known: 'minilm', 'minilm:DIR', 't5:DIR', "
+                     f"{', '.join(repr(n) for n in TINY_NAMES)}")
+
+
+def is_frozen_spec(spec: str) -> bool:
+    """Whether `spec` names a frozen (pretrained) encoder, whose embeddings can be computed ahead of time."""
+    return canonical_spec(spec) != "tiny"
+
+
+def frozen_encoder_dim(spec: str) -> int:
+    """Embedding width of the frozen encoder `spec`, read from its `config.json` (no weights loaded)."""
+    spec = canonical_spec(spec)
+    if spec == "tiny":
+        raise ValueError("the tiny text encoder is trainable: its width is the DiT's text_dim, not a fixed dim")
+    kind, _, folder = spec.partition(":")
+    folder = folder or minilm_dir()
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text encoder {spec!r}: no config.json in {folder!r}")
+    with open(path) as f:
+        config = json.load(f)
+    key = "hidden_size" if kind == "minilm" else "d_model"
+    if key not in config:
+        raise ValueError(f"text encoder {spec!r}: {path} has no {key!r}")
+    return int(config[key])
+
+
+def real_token_rows(embeddings: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """Each caption's real-token embeddings `(n_i, dim)` in `EMBEDDING_DTYPE`, from `encode`'s padded
+    `embeddings (N, max_len, dim)` and `mask (N, max_len)` (real tokens are a prefix of every row)."""
+    counts = np.asarray(mask, bool).sum(axis=1)  # (N,)
+    return [np.asarray(row[:n], EMBEDDING_DTYPE) for row, n in zip(embeddings, counts)]  # (n_i, dim) each
+
+
+class CaptionEmbedder:
+    """Real-token embeddings `(n, dim)` float16 of one caption at a time, by a frozen encoder.
+
+    What the pixel-mode input pipeline (which sees captions one by one) and generation (prompts) use.
+    The encoder is loaded on first use, in the process that uses it: pickling (Grain workers) drops it
+    and the cache. Results are cached by caption text (`cache_size` captions, oldest dropped first),
+    so a dataset's repeated captions are encoded once per process. Thread-safe (Grain read threads).
+    `encode(text, max_len)` mirrors the tokenizers' call, so it can stand where a tokenizer stands.
+    """
+
+    trainable = False
+
+    def __init__(self, spec: str, max_len: int, cache_size: int = 4096):
+        if not is_frozen_spec(spec):
+            raise ValueError(f"text encoder {spec!r} is trainable: its captions are token ids, not embeddings")
+        if max_len < 1 or cache_size < 0:
+            raise ValueError(f"max_len must be positive and cache_size non-negative, got {max_len}, {cache_size}")
+        self.spec, self.max_len, self.cache_size = canonical_spec(spec), int(max_len), int(cache_size)
+        self.dim = frozen_encoder_dim(self.spec)
+        self._encoder, self._cache, self._lock = None, collections.OrderedDict(), threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "max_len": self.max_len, "cache_size": self.cache_size, "dim": self.dim}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._encoder, self._cache, self._lock = None, collections.OrderedDict(), threading.Lock()
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """The frozen encoder (loaded once, one prompt per jitted call)."""
+        with self._lock:
+            if self._encoder is None:
+                # Grain read threads call this: NNX's eager-sharding switch is thread-local, and
+                # sora_jax.parallel turns it off only in the thread that imported it.
+                with nnx.use_eager_sharding(False):
+                    self._encoder = get_text_encoder(self.spec, max_len=self.max_len, batch_size=1)
+            return self._encoder
+
+    def embed(self, text: str) -> np.ndarray:
+        """Embeddings `(n, dim)` float16 of `text`'s real tokens (truncated by the encoder's rule)."""
+        with self._lock:
+            cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        embeddings, mask = self.encoder.encode([text])  # (1, max_len, dim), (1, max_len)
+        row = real_token_rows(embeddings, mask)[0]  # (n, dim)
+        with self._lock:
+            self._cache[text] = row
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return row
+
+    def encode(self, text: str, max_len: int | None = None) -> np.ndarray:
+        """`embed(text)`; `max_len`, when given, must be this embedder's (it is fixed by the run)."""
+        if max_len is not None and max_len != self.max_len:
+            raise ValueError(f"this {self.spec!r} embedder truncates at {self.max_len} tokens, asked for {max_len}")
+        return self.embed(text)

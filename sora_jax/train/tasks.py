@@ -18,6 +18,7 @@ from sora_jax.diffusion.flow import FlowConfig, flow_loss, validation_loss
 from sora_jax.models.dit.config import get_dit_config
 from sora_jax.models.dit.flops import forward_flops
 from sora_jax.models.text_to_video import TextToVideo
+from sora_jax.text.interface import CaptionEmbedder, canonical_spec, frozen_encoder_dim, is_frozen_spec
 from sora_jax.text.tokenizers import get_tokenizer
 from sora_jax.train import files
 from sora_jax.train.batch import model_inputs
@@ -25,23 +26,48 @@ from sora_jax.train.batch import model_inputs
 VALIDATION_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
+def text_input_batch(batch: dict) -> dict:
+    """`batch` with the model's text input in the `text_tokens` slot the flow code reads: the frozen
+    encoder's `text_embeddings (B, Lt, D)` when the rows carry them (TextToVideo takes either)."""
+    if "text_embeddings" not in batch:
+        return batch
+    return {k: v for k, v in batch.items() if k != "text_embeddings"} | {"text_tokens": batch["text_embeddings"]}
+
+
 class DiTTask:
-    """Text-to-video flow matching over packed rows (pretrain and finetune stages)."""
+    """Text-to-video flow matching over packed rows (pretrain and finetune stages).
+
+    `c.data.text_encoder` picks the text path: "tiny" trains a token encoder inside the model; a
+    frozen spec ("minilm", "t5:DIR") makes the DiT read that encoder's embeddings (`text_dim` = its
+    width), from latent records or computed by the input pipeline, and `tokenizer` is then a
+    `CaptionEmbedder` that gives generation the same embeddings for a prompt.
+    """
 
     def __init__(self, c: ml_collections.ConfigDict):
         self.c = c
         in_channels = 3 if c.data.mode == "pixel" else c.model.in_channels
+        self.text_encoder = canonical_spec(c.data.get("text_encoder", "tiny"))  # runs saved before it: tiny
+        self.frozen_text = is_frozen_spec(self.text_encoder)
+        overrides = dict(c.model.overrides)
+        if self.frozen_text:
+            dim = frozen_encoder_dim(self.text_encoder)
+            if overrides.get("text_dim", dim) != dim:
+                raise ValueError(f"model.overrides text_dim={overrides['text_dim']} but the frozen text encoder "
+                                 f"{self.text_encoder!r} gives {dim}-wide embeddings; drop the override")
+            overrides["text_dim"] = dim
         self.dit_config = get_dit_config(c.model.preset, patch=tuple(c.data.patch), in_channels=in_channels,
-                                         **dict(c.model.overrides))
+                                         **overrides)
         self.flow = FlowConfig(**dict(c.flow))
-        self.tokenizer = get_tokenizer(c.data.tokenizer)
+        self.tokenizer = (CaptionEmbedder(self.text_encoder, c.data.max_text_tokens) if self.frozen_text
+                          else get_tokenizer(c.data.tokenizer))
 
     def make_model(self) -> TextToVideo:
-        return TextToVideo(self.dit_config, vocab_size=self.tokenizer.vocab_size, max_text_len=self.c.text_max_len,
-                           rngs=nnx.Rngs(self.c.seed))
+        vocab_size = 0 if self.frozen_text else self.tokenizer.vocab_size
+        return TextToVideo(self.dit_config, vocab_size=vocab_size, max_text_len=self.c.text_max_len,
+                           frozen_text=self.frozen_text, rngs=nnx.Rngs(self.c.seed))
 
     def loss_fn(self, model, batch, rng):
-        return flow_loss(model, batch, rng, self.flow)
+        return flow_loss(model, text_input_batch(batch), rng, self.flow)
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         """The packed-row Grain pipeline for one data shard, `rows` rows per batch."""
@@ -68,7 +94,8 @@ class DiTTask:
 
     def validation_fn(self, model, batch, rng) -> dict:
         """Flow loss on held-out rows at fixed times (no caption dropout)."""
-        losses = validation_loss(model, batch, rng, jnp.asarray(VALIDATION_TIMES), self.flow)
+        times = jnp.asarray(VALIDATION_TIMES)
+        losses = validation_loss(model, text_input_batch(batch), rng, times, self.flow)
         return {f"val_loss_t{t:.1f}": losses[i] for i, t in enumerate(VALIDATION_TIMES)} | {"val_loss": jnp.mean(losses)}
 
     def write_samples(self, model, workdir: str, step: int) -> list[str]:
