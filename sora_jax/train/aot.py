@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from sora_jax import parallel
 from sora_jax.models.dit.flops import train_step_flops
+from sora_jax.text.interface import frozen_encoder_dim, is_frozen_spec
 from sora_jax.train.checkpoint import abstract_like
 from sora_jax.train.config import load_config
 from sora_jax.train.optimizer import make_optimizer
@@ -190,17 +191,22 @@ def packed_row(data: ml_collections.ConfigDict, patch_dim: int) -> dict:
     """One packed row `(1, ...)` of zeros with the pipeline's field shapes and dtypes.
 
     Mirrors `data_pipelines.packing.finalize_row`: pixel tokens arrive as uint8 and latents as
-    float32; the task's `host_batch` then converts them as in training. One row is a few MB even
-    at pod scale, so it is real host memory, not an abstract value.
+    float32; the task's `host_batch` then converts them as in training. With a frozen text encoder
+    (`data.text_encoder`) the row carries its embeddings `text_embeddings (1, Lt, D)` float16 in
+    place of token ids. One row is a few MB even at pod scale, so it is real host memory, not an
+    abstract value.
     """
     seq_len, text_len, segments = data.seq_len, data.text_len, data.max_segments_per_row
+    spec = data.get("text_encoder", "tiny")
+    text = ({"text_embeddings": np.zeros((1, text_len, frozen_encoder_dim(spec)), np.float16)}  # (1, Lt, D)
+            if is_frozen_spec(spec) else {"text_tokens": np.zeros((1, text_len), np.int32)})  # (1, Lt)
     return {
         "tokens": np.zeros((1, seq_len, patch_dim), np.uint8 if data.mode == "pixel" else np.float32),  # (1, L, D)
         "coords": np.zeros((1, seq_len, 3), np.int32),  # (1, L, 3)
         "segment_ids": np.zeros((1, seq_len), np.int32),  # (1, L)
         "loss_mask": np.zeros((1, seq_len), np.float32),  # (1, L)
         "known_mask": np.zeros((1, seq_len), bool),  # (1, L)
-        "text_tokens": np.zeros((1, text_len), np.int32),  # (1, Lt)
+        **text,
         "text_segment_ids": np.zeros((1, text_len), np.int32),  # (1, Lt)
         "segment_grid": np.zeros((1, segments, 3), np.int32),  # (1, S, 3)
         "segment_record": np.full((1, segments, 2), -1, np.int64),  # (1, S, 2)

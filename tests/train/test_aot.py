@@ -66,6 +66,14 @@ def test_abstract_state_and_lowering_allocate_nothing():
     assert peak_rss_growth < 0.05 * state_on_all_devices, (peak_rss_growth, state_on_all_devices)
 
 
+def test_frozen_text_encoder_rows_lower_with_embeddings():
+    """With MiniLM as the text encoder the compiled step reads its embeddings (384 wide), not token ids."""
+    step = lower("data.text_encoder='minilm'", "data.max_text_tokens=256")
+    text = step.batch["text_embeddings"]
+    assert "text_tokens" not in step.batch and text.shape[-1] == 384 and text.shape[1] == step.config.data.text_len
+    assert step.param_count != lower().param_count  # no trainable token table; a 384-wide text projection
+
+
 def test_memory_analysis_is_real_and_adds_up(tiny):
     step, compiled = tiny
     memory = aot.memory_report(compiled)
