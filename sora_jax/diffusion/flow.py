@@ -80,6 +80,12 @@ def masked_mean(errors: jax.Array, weights: jax.Array, segment_ids: jax.Array, m
     return jnp.sum(jnp.where(present, sums / jnp.maximum(counts, 1.0), 0.0)) / jnp.maximum(jnp.sum(present), 1)
 
 
+def text_input(batch: dict) -> jax.Array:
+    """The model's text input of a packed batch: a frozen encoder's `text_embeddings (B, Lt, D)` when
+    the rows carry them, else the token ids `text_tokens (B, Lt)` of the trainable encoder."""
+    return batch["text_embeddings"] if "text_embeddings" in batch else batch["text_tokens"]
+
+
 def flow_loss(model, batch: dict, rng: jax.Array, c: FlowConfig) -> tuple[jax.Array, dict]:
     """Rectified-flow loss of `model` (a `TextToVideo`) on a packed batch of clean float tokens.
 
@@ -95,7 +101,7 @@ def flow_loss(model, batch: dict, rng: jax.Array, c: FlowConfig) -> tuple[jax.Ar
     noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)  # (B, L, D)
     x_t = (1.0 - t[..., None]) * x0 + t[..., None] * noise  # (B, L, D)
     text_keep = jax.random.uniform(drop_rng, counts.shape) >= c.text_dropout  # (B, S)
-    velocity = model(x_t, batch["coords"], segment_ids, t, batch["text_tokens"], batch["text_segment_ids"], text_keep)
+    velocity = model(x_t, batch["coords"], segment_ids, t, text_input(batch), batch["text_segment_ids"], text_keep)
     errors = jnp.mean(jnp.square(velocity.astype(jnp.float32) - (noise - x0)), axis=-1)  # (B, L)
     weights = batch["loss_mask"].astype(jnp.float32) * (1.0 - known.astype(jnp.float32))  # (B, L)
     loss = masked_mean(errors, weights, segment_ids, max_segments, c.loss_averaging)
@@ -113,7 +119,7 @@ def validation_loss(model, batch: dict, rng: jax.Array, times: jax.Array, c: Flo
         t = jnp.where(known | (segment_ids == 0), 0.0, t_value)  # (B, L)
         noise = jax.random.normal(rng, x0.shape, jnp.float32)
         x_t = (1.0 - t[..., None]) * x0 + t[..., None] * noise
-        velocity = model(x_t, batch["coords"], segment_ids, t, batch["text_tokens"], batch["text_segment_ids"])
+        velocity = model(x_t, batch["coords"], segment_ids, t, text_input(batch), batch["text_segment_ids"])
         errors = jnp.mean(jnp.square(velocity - (noise - x0)), axis=-1)
         weights = batch["loss_mask"].astype(jnp.float32) * (1.0 - known.astype(jnp.float32))
         return masked_mean(errors, weights, segment_ids, batch["segment_grid"].shape[1], c.loss_averaging)

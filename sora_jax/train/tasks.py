@@ -26,14 +26,6 @@ from sora_jax.train.batch import model_inputs
 VALIDATION_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def text_input_batch(batch: dict) -> dict:
-    """`batch` with the model's text input in the `text_tokens` slot the flow code reads: the frozen
-    encoder's `text_embeddings (B, Lt, D)` when the rows carry them (TextToVideo takes either)."""
-    if "text_embeddings" not in batch:
-        return batch
-    return {k: v for k, v in batch.items() if k != "text_embeddings"} | {"text_tokens": batch["text_embeddings"]}
-
-
 class DiTTask:
     """Text-to-video flow matching over packed rows (pretrain and finetune stages).
 
@@ -67,7 +59,7 @@ class DiTTask:
                            frozen_text=self.frozen_text, rngs=nnx.Rngs(self.c.seed))
 
     def loss_fn(self, model, batch, rng):
-        return flow_loss(model, text_input_batch(batch), rng, self.flow)
+        return flow_loss(model, batch, rng, self.flow)
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         """The packed-row Grain pipeline for one data shard, `rows` rows per batch."""
@@ -95,7 +87,7 @@ class DiTTask:
     def validation_fn(self, model, batch, rng) -> dict:
         """Flow loss on held-out rows at fixed times (no caption dropout)."""
         times = jnp.asarray(VALIDATION_TIMES)
-        losses = validation_loss(model, text_input_batch(batch), rng, times, self.flow)
+        losses = validation_loss(model, batch, rng, times, self.flow)
         return {f"val_loss_t{t:.1f}": losses[i] for i, t in enumerate(VALIDATION_TIMES)} | {"val_loss": jnp.mean(losses)}
 
     def write_samples(self, model, workdir: str, step: int) -> list[str]:
