@@ -20,14 +20,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     """Config of variant `arg` (see the module docstring)."""
     c = base_config("probe")
     c.model = ml_collections.ConfigDict(dict(frames=9, size=48, widths=(16, 32, 48, 64), embed_dim=64, max_objects=3,
-                                             glimpse=16, glimpse_widths=(16, 32, 64)))
+                                             glimpse=16, glimpse_widths=(16, 32, 64), track_frames=17))
     c.data = ml_collections.ConfigDict(dict(seed=0))
     c.eval_clips = 1024
     c.optim.ema_decay = 0.0
     c.optim.weight_decay = 0.0
     if arg == "tiny":
-        c.steps, c.global_batch_size, c.log_every = 1200, 32, 50
-        c.checkpoint_every, c.eval_every, c.sample_every = 400, 200, 1200
+        c.steps, c.global_batch_size, c.log_every = 1500, 32, 50
+        c.checkpoint_every, c.eval_every, c.sample_every = 500, 250, 1500
         c.optim.learning_rate, c.optim.warmup_steps = 2e-3, 100
         return c
     if arg == "test":

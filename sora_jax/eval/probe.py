@@ -5,7 +5,8 @@ Its inputs (`sora_jax.eval.world.probe_inputs`) are, per slot: the clip's palett
 letterboxed to `size x size` (the `frames` resampled frames stacked as channels, with the frame mask
 and two coordinate channels: where the object is relative to the walls and its occluders), its
 track (per frame: seen, centroid, mass, fraction of its largest mass) and its glimpses (the object
-centred and scaled to a fixed window at native resolution in every frame). Four branches, summed
+centred and scaled to a fixed window at native resolution in every frame; tracks read every frame
+of a clip of up to 17, time-aligned). Four branches, summed
 into one slot embedding:
 
 - scene: convolutions over the stacked letterboxed maps;
@@ -35,10 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sora_jax.eval.targets import CLASS_COUNTS
+from sora_jax.eval.targets import CLASS_COUNTS, DIRECTIONS
 from sora_jax.eval.world import COLOUR_NAMES, TRACK_FEATURES, probe_inputs
 
 SLOTS = len(COLOUR_NAMES)
+_MIRROR = {"right": "left", "left": "right", "down-right": "down-left", "down-left": "down-right",
+           "up-right": "up-left", "up-left": "up-right"}
+# MIRRORED_DIRECTIONS[i]: the class a mirrored clip reports for an original heading of class i.
+MIRRORED_DIRECTIONS = np.array([DIRECTIONS.index(_MIRROR.get(name, name)) for name in DIRECTIONS])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +57,11 @@ class ProbeConfig:
     max_objects: int = 3  # slots encoded per clip: the ones with the most membership mass
     glimpse: int = 16
     glimpse_widths: tuple[int, ...] = (16, 32, 64)
+    track_frames: int = 17  # time-aligned track slots (every frame of a clip of up to 17 frames)
 
     def __post_init__(self):
-        if self.frames < 1 or self.size < 16 or not self.widths or self.embed_dim < 1:
-            raise ValueError(f"probe needs frames >= 1, size >= 16, widths and embed_dim >= 1, got {self}")
+        if self.frames < 1 or self.track_frames < 1 or self.size < 16 or not self.widths or self.embed_dim < 1:
+            raise ValueError(f"probe needs frames and track_frames >= 1, size >= 16, widths and embed_dim >= 1, got {self}")
         if not 1 <= self.max_objects <= SLOTS:
             raise ValueError(f"probe max_objects must be in 1..{SLOTS}, got {self.max_objects}")
         if self.size % (2 ** len(self.widths)):
@@ -91,7 +97,7 @@ class Probe(nnx.Module):
         c, d = config, config.embed_dim
         self.convs = conv_stack(c.frames + 3, c.widths, 2, rngs)
         self.embed = nnx.Linear((c.size // 2 ** len(c.widths)) ** 2 * c.widths[-1], d, rngs=rngs)
-        self.track_in = nnx.Linear(c.frames * TRACK_FEATURES, 2 * d, rngs=rngs)
+        self.track_in = nnx.Linear(c.track_frames * TRACK_FEATURES, 2 * d, rngs=rngs)
         self.track_out = nnx.Linear(2 * d, d, rngs=rngs)
         self.glimpse_convs = conv_stack(1, c.glimpse_widths, 1, rngs)
         self.glimpse_embed = nnx.Linear(4 * c.glimpse_widths[-1], d, rngs=rngs)
@@ -132,7 +138,7 @@ class Probe(nnx.Module):
     def __call__(self, views: jax.Array, tracks: jax.Array, glimpses: jax.Array) -> dict:
         """Returns present (B, K) logits, shape/motion/direction (B, K, classes) logits, embedding (B, K, D).
 
-        `views (B, F, S, S, K + 1)`, `tracks (B, K, F, 5)`, `glimpses (B, K, F, G, G)`, all float.
+        `views (B, F, S, S, K + 1)`, `tracks (B, K, Ft, 5)`, `glimpses (B, K, F, G, G)`, all float.
         Only the `max_objects` slots with the most membership mass are encoded (the others are empty
         in the probe's domain): their outputs are scattered back into the K slots, the rest get zero
         logits and embeddings, and their presence rests on the (tiny) mass term alone.
@@ -145,10 +151,10 @@ class Probe(nnx.Module):
         # Selection by one-hot contractions: dense ops, where a gather is slow on XLA:CPU.
         pick = jax.nn.one_hot(slots, SLOTS, dtype=jnp.float32)  # (B, M, K)
         scene = run_convs(self.convs, self.scene_inputs(views, pick)).reshape(batch, c.max_objects, -1)  # (B, M, cells * C)
-        track = jnp.einsum("bmk,bkft->bmft", pick, tracks).reshape(batch, c.max_objects, -1)  # (B, M, F * 5)
+        track = jnp.einsum("bmk,bkft->bmft", pick, tracks).reshape(batch, c.max_objects, -1)  # (B, M, Ft * 5)
         track = self.track_out(jax.nn.gelu(self.track_in(track)))  # (B, M, D)
         chosen = jnp.einsum("bmk,bkfgh->bmfgh", pick, glimpses).reshape(batch * c.max_objects, c.frames, c.glimpse, c.glimpse)
-        seen = jnp.einsum("bmk,bkf->bmf", pick, tracks[..., 0]).reshape(batch * c.max_objects, c.frames)  # (B * M, F)
+        seen = (chosen.sum(axis=(2, 3)) > 0).astype(jnp.float32)  # (B * M, F) glimpses are zero where unseen
         shape = self.glimpse_features(chosen, seen).reshape(batch, c.max_objects, -1)  # (B, M, D)
         spin = run_convs(self.spin_convs, chosen.transpose(0, 2, 3, 1)).reshape(batch, c.max_objects, -1)
         spin = self.spin_embed(spin)  # (B, M, D)
@@ -182,11 +188,15 @@ class ProbeReader:
     """Runs a trained probe on clips of any shape, in fixed-size jitted batches (one compilation).
 
     `read(videos)` returns numpy arrays: present (N, K) probabilities, shape/motion/direction
-    (N, K, classes) probabilities and features (N, D + K).
+    (N, K, classes) probabilities and features (N, D + K). With `mirror` (the default) every clip is
+    also read mirrored left to right, and the two readings are averaged, the mirrored directions
+    mapped back (right <-> left, down-right <-> down-left, up-right <-> up-left): Shapes World is
+    left-right symmetric (gravity points down), so the mirror image is another valid clip whose
+    answers are known from the original's. Features come from the original clip alone.
     """
 
-    def __init__(self, model: Probe, batch_size: int = 16):
-        self.config, self.batch_size = model.config, batch_size
+    def __init__(self, model: Probe, batch_size: int = 16, mirror: bool = True):
+        self.config, self.batch_size, self.mirror = model.config, batch_size, mirror
         graphdef, state = nnx.split(model)
 
         @jax.jit
@@ -200,11 +210,19 @@ class ProbeReader:
     def inputs(self, videos) -> dict:
         """Batched probe inputs (`probe_inputs`: views, tracks, glimpses) of a list of `(T, H, W, 3)` clips."""
         c = self.config
-        items = [probe_inputs(v, c.frames, c.size, c.glimpse) for v in videos]
+        items = [probe_inputs(v, c.frames, c.size, c.glimpse, c.track_frames) for v in videos]
         return {name: np.stack([item[name] for item in items]) for name in items[0]}
 
     def read(self, videos) -> dict:
         """Probe outputs for a list of clips (see the class docstring)."""
+        out = self._read_once(videos)
+        if not self.mirror:
+            return out
+        mirrored = self._read_once([np.asarray(v)[:, :, ::-1] for v in videos])
+        mirrored["direction"] = mirrored["direction"][..., MIRRORED_DIRECTIONS]  # back to the original's sides
+        return {name: out[name] if name == "features" else (out[name] + mirrored[name]) / 2 for name in out}
+
+    def _read_once(self, videos) -> dict:
         inputs = self.inputs(videos)
         count = len(inputs["views"])
         padded = -(-count // self.batch_size) * self.batch_size

@@ -16,6 +16,7 @@ import numpy as np
 
 from data_pipelines.shapes_world import generate_clip
 from data_pipelines.shapes_world.builder import ASPECTS
+from sora_jax.eval.probe import ProbeConfig
 from sora_jax.eval.targets import clip_objects, slot_targets
 from sora_jax.eval.world import probe_inputs
 
@@ -56,14 +57,15 @@ def probe_clip(index: int, split: str) -> dict:
     return still_clip(seed, *clip_shape(seed))
 
 
-def probe_example(clip: dict, frames: int, size: int, glimpse: int) -> dict:
+def probe_example(clip: dict, config: ProbeConfig) -> dict:
     """One training example: the probe inputs (views, tracks, glimpses) and the per-slot targets of `clip`."""
-    return probe_inputs(clip["video"], frames, size, glimpse) | slot_targets(clip_objects(clip["meta_dict"]))
+    inputs = probe_inputs(clip["video"], config.frames, config.size, config.glimpse, config.track_frames)
+    return inputs | slot_targets(clip_objects(clip["meta_dict"]))
 
 
-def build_probe_batches(split: str, batch_size: int, frames: int, size: int, glimpse: int, seed: int = 0,
+def build_probe_batches(split: str, batch_size: int, config: ProbeConfig, seed: int = 0,
                         shard: int = 0, total_shards: int = 1):
-    """Grain IterDataset of probe batches (views uint8 (B, F, S, S, K + 1), tracks float32 (B, K, F, 5),
+    """Grain IterDataset of probe batches (views uint8 (B, F, S, S, K + 1), tracks float32 (B, K, Ft, 5),
     glimpses uint8 (B, K, F, G, G); present, shape, motion,
     direction (B, K)); shuffled and repeated for "train", in order for "validation".
 
@@ -72,5 +74,5 @@ def build_probe_batches(split: str, batch_size: int, frames: int, size: int, gli
     ds = grain.MapDataset.range(SPLIT_SIZES[split])[shard::total_shards]
     if split == "train":
         ds = ds.seed(seed).shuffle().repeat(None)
-    ds = ds.map(lambda index: probe_example(probe_clip(int(index), split), frames, size, glimpse))
+    ds = ds.map(lambda index: probe_example(probe_clip(int(index), split), config))
     return ds.to_iter_dataset().batch(batch_size, drop_remainder=True)

@@ -29,7 +29,8 @@ def probe_config_of(c: ml_collections.ConfigDict) -> ProbeConfig:
     """The ProbeConfig a run config describes (`c.model`)."""
     m = c.model
     return ProbeConfig(frames=m.frames, size=m.size, widths=tuple(m.widths), embed_dim=m.embed_dim,
-                       max_objects=m.max_objects, glimpse=m.glimpse, glimpse_widths=tuple(m.glimpse_widths))
+                       max_objects=m.max_objects, glimpse=m.glimpse, glimpse_widths=tuple(m.glimpse_widths),
+                       track_frames=m.track_frames)
 
 
 def probe_loss(outputs: dict, batch: dict) -> tuple[jax.Array, dict]:
@@ -57,7 +58,8 @@ class ProbeTask:
     @staticmethod
     def validate_config(c: ml_collections.ConfigDict) -> None:
         """Raises ValueError naming the first bad probe field (called by `train.config.validate`)."""
-        for name in ("frames", "size", "widths", "embed_dim", "max_objects", "glimpse", "glimpse_widths"):
+        for name in ("frames", "size", "widths", "embed_dim", "max_objects", "glimpse", "glimpse_widths",
+                     "track_frames"):
             if name not in c.get("model", {}):
                 raise ValueError(f"config: model.{name} is missing (see experiments/probe.py)")
         try:
@@ -76,8 +78,7 @@ class ProbeTask:
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         config = self.probe_config
-        return build_probe_batches(split, rows, config.frames, config.size, config.glimpse, self.c.data.seed,
-                                   shard, total_shards)
+        return build_probe_batches(split, rows, self.probe_config, self.c.data.seed, shard, total_shards)
 
     def host_batch(self, batch: dict) -> dict:
         return batch | scale_inputs(batch)

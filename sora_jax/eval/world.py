@@ -17,7 +17,7 @@ palette:
   each frame's membership maps are area-resampled so the longer side is `size` and letterboxed
   into a `size x size` square (the aspect is kept, so directions keep their angles). A frame mask
   channel marks the letterboxed frame, so the walls are visible to the probe.
-- `probe_inputs(video, frames, size, glimpse)`: the view plus, per colour slot, what an
+- `probe_inputs(video, frames, size, glimpse, track_frames)`: the view plus, per colour slot, what an
   object-centric reader needs at the clip's native resolution (the view's area resampling blurs a
   6-pixel star into a blob): its track (per frame: seen, centroid in view coordinates, mass, fraction
   of its largest mass) and its glimpses, a `glimpse x glimpse` window centred on its centroid in
@@ -151,14 +151,34 @@ def slot_glimpses(membership: np.ndarray, centroids: np.ndarray, mass: np.ndarra
     return out
 
 
-def probe_inputs(video: np.ndarray, frames: int, size: int, glimpse: int) -> dict:
+def track_positions(length: int, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which frames of a `length`-frame clip the track reads, and the time-aligned slots (of `slots`)
+    they fill: every frame of a clip of at most `slots` frames, at slot round(t (slots-1)/(length-1))
+    (a 9-frame clip fills every other slot of 17, the rest stay unseen, so speeds keep their
+    meaning); a longer clip is subsampled like the view (`frame_indices`)."""
+    if length == 1:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
+    if length <= slots:
+        frames = np.arange(length)
+        return frames, np.rint(frames * (slots - 1) / (length - 1)).astype(np.int64)
+    return frame_indices(length, slots), np.arange(slots)
+
+
+def probe_inputs(video: np.ndarray, frames: int, size: int, glimpse: int, track_frames: int) -> dict:
     """The probe's inputs of a clip (module docstring), as uint8 x 255 except tracks:
 
-    views `(frames, size, size, K + 1)`, tracks float32 `(K, frames, 5)`, glimpses `(K, frames, G, G)`.
+    views `(frames, size, size, K + 1)`, tracks float32 `(K, track_frames, 5)` (time-aligned,
+    `track_positions`), glimpses `(K, frames, G, G)`.
     """
     video = np.asarray(video)
-    membership = palette_membership(video[frame_indices(len(video), frames)])  # (F, H, W, K)
-    tracks, centroids, mass = slot_tracks(membership, size)
+    view_frames = frame_indices(len(video), frames)
+    read, slots = track_positions(len(video), track_frames)
+    needed = np.unique(np.concatenate([view_frames, read]))  # each frame's memberships computed once
+    all_membership = palette_membership(video[needed])  # (N, H, W, K)
+    membership = all_membership[np.searchsorted(needed, view_frames)]  # (F, H, W, K)
+    _, centroids, mass = slot_tracks(membership, size)
     glimpses = slot_glimpses(membership, centroids, mass, glimpse)  # (K, F, G, G)
+    tracks = np.zeros((len(PALETTE), track_frames, TRACK_FEATURES), np.float32)  # (K, Ft, 5)
+    tracks[:, slots] = slot_tracks(all_membership[np.searchsorted(needed, read)], size)[0]
     return {"views": resample_view(membership, size), "tracks": tracks,
             "glimpses": np.rint(np.clip(glimpses, 0.0, 1.0) * 255).astype(np.uint8)}

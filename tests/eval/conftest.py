@@ -5,7 +5,7 @@ from flax import nnx
 
 from sora_jax.eval.probe import Probe, ProbeConfig, ProbeReader
 
-TEST_PROBE = ProbeConfig(frames=9, size=32, widths=(16, 32, 32), embed_dim=32, glimpse=8, glimpse_widths=(8, 16))
+TEST_PROBE = ProbeConfig(frames=9, size=32, widths=(16, 32, 32), embed_dim=32, glimpse=8, glimpse_widths=(8, 16), track_frames=17)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from sora_jax.eval.world import (
     palette_membership,
     probe_inputs,
     probe_view,
+    track_positions,
 )
 
 
@@ -65,16 +66,19 @@ def test_tracks_follow_the_true_centres_and_glimpses_centre_and_scale_the_object
         clip = probe_clip(index, "validation")
         video, meta = clip["video"], clip["meta_dict"]
         height, width = video.shape[1:3]
-        inputs = probe_inputs(video, 9, 48, 16)
-        assert inputs["tracks"].shape == (len(COLOUR_NAMES), 9, 5) and inputs["glimpses"].shape == (len(COLOUR_NAMES), 9, 16, 16)
+        inputs = probe_inputs(video, 9, 48, 16, 17)
+        assert inputs["tracks"].shape == (len(COLOUR_NAMES), 17, 5) and inputs["glimpses"].shape == (len(COLOUR_NAMES), 9, 16, 16)
         h, w, top, left = letterbox_shape(height, width, 48)
         frames = frame_indices(len(video), 9)
+        read, slots = track_positions(len(video), 17)
+        assert (inputs["tracks"][..., 0].sum(axis=1) <= len(read)).all()  # unread slots stay unseen
         for obj in meta["objects"]:
             slot = COLOUR_NAMES.index(obj["colour"])
             for f, t in enumerate(frames):
-                if obj["visibility"][t] < 0.99 or not inputs["tracks"][slot, f, 0]:
+                track_slot = slots[list(read).index(t)]
+                if obj["visibility"][t] < 0.99 or not inputs["tracks"][slot, track_slot, 0]:
                     continue  # centroids of clipped or occluded objects are biased by design
-                x, y = inputs["tracks"][slot, f, 1:3]
+                x, y = inputs["tracks"][slot, track_slot, 1:3]
                 # Back to native px (x right, y down, pixel centres at +0.5): undo the letterbox.
                 native = ((x + 1) / 2 * 48 - left) * width / w, ((y + 1) / 2 * 48 - top) * height / h
                 assert np.hypot(native[0] - obj["positions"][t][0], native[1] - obj["positions"][t][1]) < 0.6, (index, obj["shape"])
@@ -88,6 +92,15 @@ def test_tracks_follow_the_true_centres_and_glimpses_centre_and_scale_the_object
     assert len(sizes) >= 2
     shares = [np.median(v) for v in sizes.values()]
     assert max(shares) / min(shares) < 1.25 and 0.15 < min(shares) < 0.4, sizes
+
+
+def test_track_positions_are_time_aligned():
+    assert track_positions(1, 17)[1].tolist() == [0]
+    assert track_positions(9, 17)[1].tolist() == list(range(0, 17, 2))  # every other slot
+    assert track_positions(5, 17)[1].tolist() == [0, 4, 8, 12, 16]
+    assert track_positions(17, 17)[1].tolist() == list(range(17))
+    frames, slots = track_positions(33, 17)  # longer: subsampled like the view
+    assert frames.tolist() == list(range(0, 33, 2)) and slots.tolist() == list(range(17))
 
 
 def test_targets_from_meta():
