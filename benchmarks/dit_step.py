@@ -7,6 +7,8 @@ frames x height x width latent (16 channels, patch 1x2x2) per row, 64 text token
 train step (forward, backward, AdamW) on the CPU (PyTorch with as many threads as cores). Ours also
 runs a packed row of several clips of the same total tokens, where attention is per segment.
 MFU = model FLOPs/s / peak (`--peak-tflops`, default: 989 on an H100 in bf16; unknown on CPU).
+The 1-minute load average before and after is reported: on a shared CPU other jobs slow both
+models, PyTorch's OpenMP threads far more than XLA's, so compare ratios taken at low load.
 """
 from __future__ import annotations
 
@@ -107,6 +109,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-diffusers", action="store_true")
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     config = get_dit_config(args.preset, depth=args.depth, dtype=args.dtype, attention=args.attention)
     pt, ph, pw = config.patch
     grid = (args.frames // pt, args.height // ph, args.width // pw)
@@ -123,7 +126,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "dit_step", "preset": args.preset, "depth": config.depth, "dim": config.dim,
         "params": ours_params, "tokens_per_row": tokens, "batch": args.batch, "dtype": config.dtype,
-        "backend": jax.default_backend(), "hardware": hardware(),
+        "backend": jax.default_backend(), "hardware": hardware(), "attention": args.attention,
         "ours_step_s": round(ours_s, 4), "ours_tokens_per_s": round(args.batch * tokens / ours_s, 1),
         "ours_model_tflops": round(flops_single / ours_s / 1e12, 4),
         "ours_mfu": round(flops_single / ours_s / 1e12 / peak, 4) if peak else None,
@@ -139,6 +142,7 @@ def main(argv=None) -> dict:
         result["target_speedup"] = 1.5
         if reason:
             result["diffusers_skipped"] = reason
+    result["load_average_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
     return result
 

@@ -1,11 +1,15 @@
 """Blockwise ("flash") attention written in plain JAX, for backends without a fused kernel (CPU).
 
 XLA's dense attention materialises `(B, H, L, L)` scores and walks them several times; on CPU those
-passes, not the matmuls, dominate. Here queries go block by block: each block's scores stay in
-cache, the forward keeps only the log-sum-exp per query, and the backward recomputes the block's
-probabilities instead of storing them (the FlashAttention recurrences, with a custom VJP). The
-segment mask is applied per block, exactly as the dense path applies it. Internally everything is
-head-major `(B, H, L, D)`, so every matmul in the loops is a plain batched matmul.
+passes, not the matmuls, dominate. Here queries go block by block: the forward keeps only the
+log-sum-exp per query, and the backward recomputes the block's probabilities instead of storing
+them (the FlashAttention recurrences, with a custom VJP). The segment mask is applied per block,
+exactly as the dense path applies it. Internally everything is head-major `(B, H, L, D)`.
+
+Every matmul is written in a form XLA:CPU runs on its fast (YNNPACK) path: `A @ B` or `A @ B^T`
+with `A` row-major. A product contracting the query axis of a `(bq, Lk)` block on its left operand
+(`P^T dO`, `dS^T Q`, the textbook backward) falls back to a generic batched dot 4x slower, so the
+backward accumulates `dV^T = dO^T P` and `dK^T = Q^T dS` from `dO` and `Q` transposed once per call.
 """
 from __future__ import annotations
 
@@ -45,16 +49,17 @@ def flash_attention(q, k, v, q_ids, kv_ids, block: int):
 def _forward(q, k, v, q_ids, kv_ids, block):
     scale = q.shape[-1] ** -0.5
 
-    def one(args):
+    def one(_, args):
         q_block, ids = args
         s = _scores(q_block, k, ids, kv_ids, scale)  # (B, H, bq, Lk)
         m = jnp.max(s, axis=-1, keepdims=True)  # (B, H, bq, 1)
         p = jnp.exp(s - m)
         l = jnp.sum(p, axis=-1, keepdims=True)  # (B, H, bq, 1)
-        out = jnp.einsum("bhqk,bhkd->bhqd", (p / l).astype(v.dtype), v)  # (B, H, bq, D)
-        return out, (m + jnp.log(l))[..., 0]  # (B, H, bq)
+        # Normalising the (bq, D) output instead of the (bq, Lk) probabilities saves a pass.
+        out = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), v, preferred_element_type=jnp.float32) / l
+        return None, (out.astype(q.dtype), (m + jnp.log(l))[..., 0])  # (B, H, bq, D), (B, H, bq)
 
-    out, lse = jax.lax.map(one, (_blocks(q, block, 2), _blocks(q_ids, block, 1)))
+    _, (out, lse) = jax.lax.scan(one, None, (_blocks(q, block, 2), _blocks(q_ids, block, 1)))
     return _unblocks(out, 2), lse  # (B, H, Lq, D), (nq, B, H, bq)
 
 
@@ -66,23 +71,28 @@ def _fwd(q, k, v, q_ids, kv_ids, block):
 def _bwd(block, residuals, d_out):
     q, k, v, q_ids, kv_ids, out, lse = residuals
     scale = q.shape[-1] ** -0.5
-    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # (B, H, Lq)
+    d_out = d_out.astype(jnp.float32)
+    delta = jnp.sum(d_out * out.astype(jnp.float32), axis=-1)  # (B, H, Lq)
     k32, v32 = k.astype(jnp.float32), v.astype(jnp.float32)
 
     def step(carry, args):
-        dk, dv = carry
-        q_block, ids, do_block, lse_block, delta_block = args
+        dk_t, dv_t = carry  # (B, H, D, Lk) each
+        q_block, q_block_t, ids, do_block, do_block_t, lse_block, delta_block = args
         p = jnp.exp(_scores(q_block, k, ids, kv_ids, scale) - lse_block[..., None])  # (B, H, bq, Lk)
-        do_block = do_block.astype(jnp.float32)
-        dv = dv + jnp.einsum("bhqk,bhqd->bhkd", p, do_block)
+        dv_t = dv_t + jnp.einsum("bhdq,bhqk->bhdk", do_block_t, p)
         dp = jnp.einsum("bhqd,bhkd->bhqk", do_block, v32)  # (B, H, bq, Lk)
         ds = p * (dp - delta_block[..., None]) * scale  # (B, H, bq, Lk)
-        dk = dk + jnp.einsum("bhqk,bhqd->bhkd", ds, q_block.astype(jnp.float32))
-        return (dk, dv), jnp.einsum("bhqk,bhkd->bhqd", ds, k32)  # dq block (B, H, bq, D)
+        dk_t = dk_t + jnp.einsum("bhdq,bhqk->bhdk", q_block_t, ds)
+        return (dk_t, dv_t), jnp.einsum("bhqk,bhkd->bhqd", ds, k32)  # dq block (B, H, bq, D)
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    xs = (_blocks(q, block, 2), _blocks(q_ids, block, 1), _blocks(d_out, block, 2), lse, _blocks(delta, block, 2))
-    (dk, dv), dq = jax.lax.scan(step, (zeros, zeros), xs)
+    q32 = q.astype(jnp.float32)
+    transposed_blocks = lambda x: _blocks(x.swapaxes(2, 3), block, 3)  # noqa: E731  (n, B, H, D, bq)
+    xs = (_blocks(q32, block, 2), transposed_blocks(q32), _blocks(q_ids, block, 1), _blocks(d_out, block, 2),
+          transposed_blocks(d_out), lse, _blocks(delta, block, 2))
+    batch, heads, kv_len, head_dim = k.shape
+    zeros = jnp.zeros((batch, heads, head_dim, kv_len), jnp.float32)  # (B, H, D, Lk)
+    (dk_t, dv_t), dq = jax.lax.scan(step, (zeros, zeros), xs)
+    dk, dv = dk_t.swapaxes(2, 3), dv_t.swapaxes(2, 3)  # (B, H, Lk, D)
     return _unblocks(dq, 2).astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
 
 

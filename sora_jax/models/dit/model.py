@@ -18,6 +18,7 @@ from sora_jax.models.dit.layers import MLP, Attention, LayerNorm, dense, timeste
 from sora_jax.models.dit.rope import rope_angles
 from sora_jax.parallel import constrain
 
+MAX_DISTINCT_TIMES = 16  # time-MLP evaluations per row; a row of S segments has at most S + 1 distinct times
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -40,8 +41,10 @@ class DiTBlock(nnx.Module):
         self.modulation = nnx.Param(table, out_sharding=(None, "embed"))
 
     def __call__(self, x, time_mod, rope, segment_ids, text, text_segment_ids) -> jax.Array:
-        mod = (self.modulation[...] + time_mod.astype(jnp.float32)).astype(x.dtype)  # (B, L, 6, D)
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (mod[:, :, i] for i in range(6))  # (B, L, D)
+        """One block; `time_mod` is the six `(B, L, D)` per-token modulation terms (see `DiT._time_terms`)."""
+        table = self.modulation[...]  # (6, D) float32
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
+            (table[i] + time_mod[i].astype(jnp.float32)).astype(x.dtype) for i in range(6))  # (B, L, D) each
         hidden = self.norm1(x) * (1 + scale_sa) + shift_sa
         x = x + gate_sa * self.self_attn(hidden, segment_ids, hidden, segment_ids, rope)
         x = x + self.cross_attn(self.norm2(x), segment_ids, text, text_segment_ids)
@@ -85,15 +88,44 @@ class DiT(nnx.Module):
         c = self.config
         x = self.patch_embed(tokens.astype(c.compute_dtype))  # (B, L, D)
         x = constrain(x, ("batch", "length", "embed"))
-        temb = self.time_embed_2(jax.nn.silu(self.time_embed_1(timestep_features(timesteps, c.freq_dim))))  # (B, L, D)
-        time_mod = self.time_proj(jax.nn.silu(temb)).reshape(*temb.shape[:2], 6, c.dim)  # (B, L, 6, D)
+        temb, time_mod = self._time_terms(timesteps)  # (B, L, D), 6 x (B, L, D)
         context = self.text_embed_2(jax.nn.gelu(self.text_embed_1(text.astype(c.compute_dtype)), approximate=True))  # (B, Lt, D)
         rope = rope_angles(coords, c.head_dim, c.rope_theta)  # 2 x (B, L, Dh/2)
         x = self._run_blocks(x, time_mod, rope, segment_ids, context, text_segment_ids)
-        out_mod = self.out_modulation[...] + temb[:, :, None, :]  # (B, L, 2, D)
-        shift, scale = out_mod[:, :, 0], out_mod[:, :, 1]  # (B, L, D)
+        table = self.out_modulation[...]  # (2, D)
+        shift, scale = table[0] + temb, table[1] + temb  # (B, L, D)
         x = self.norm_out(x).astype(jnp.float32) * (1 + scale) + shift  # (B, L, D)
         return self.proj_out(x)  # (B, L, patch_dim)
+
+    def _time_terms(self, timesteps):
+        """Timestep embedding `(B, L, D)` and the six adaLN terms `6 x (B, L, D)` of per-token times.
+
+        A row's tokens share a handful of times (one per segment, 0 for known frames and padding), so
+        the time MLPs run once per distinct value and a one-hot matmul spreads the results over the
+        tokens; that also keeps the per-token gradients out of a `(L, D) x (D, 6D)` weight-gradient
+        matmul. Batches with a row of more than `MAX_DISTINCT_TIMES` distinct times (or a non-finite
+        time) take the per-token path; both paths compute the same function.
+        The six terms are separate arrays so every block's gradients add into them directly (slices of
+        one `(B, L, 6, D)` array would pad and re-add the whole array once per block).
+        """
+        c = self.config
+
+        def embed(t):  # (..., ) -> (..., D), (..., 6D)
+            temb = self.time_embed_2(jax.nn.silu(self.time_embed_1(timestep_features(t, c.freq_dim))))
+            return temb, self.time_proj(jax.nn.silu(temb))
+
+        def per_value(t):
+            values, onehot = distinct_times(t, MAX_DISTINCT_TIMES)  # (B, K), (B, K, L)
+            temb, mod = embed(values)  # (B, K, D), (B, K, 6D)
+            spread = lambda v: jnp.einsum("bkl,bkd->bld", onehot, v)  # noqa: E731  (B, K, D) -> (B, L, D)
+            return spread(temb), tuple(spread(m) for m in jnp.split(mod, 6, axis=-1))
+
+        def per_token(t):
+            temb, mod = embed(t)  # (B, L, D), (B, L, 6D)
+            return temb, tuple(jnp.split(mod, 6, axis=-1))
+
+        few = jnp.all(count_distinct(timesteps) <= MAX_DISTINCT_TIMES) & jnp.all(jnp.isfinite(timesteps))
+        return jax.lax.cond(few, per_value, per_token, timesteps.astype(jnp.float32))
 
     def _run_blocks(self, x, time_mod, rope, segment_ids, context, text_segment_ids):
         c = self.config
@@ -110,6 +142,29 @@ class DiT(nnx.Module):
             return call(block, h)
 
         return body(x, self.blocks)
+
+
+def count_distinct(timesteps: jax.Array) -> jax.Array:
+    """Number of distinct values in each row of `timesteps (B, L)`: `(B,)` int (NaNs count once each)."""
+    ordered = jnp.sort(timesteps, axis=-1)  # (B, L)
+    return 1 + jnp.sum(ordered[:, 1:] != ordered[:, :-1], axis=-1)  # (B,)
+
+
+def distinct_times(timesteps: jax.Array, max_values: int) -> tuple[jax.Array, jax.Array]:
+    """The distinct values of each row of `timesteps (B, L)` and which token holds which.
+
+    Returns `values (B, K)` (unused slots hold 0) and the float one-hot `(B, K, L)`: 1 where token
+    `l` has value `k`. Exact when every row has at most `K = max_values` distinct values (see
+    `count_distinct`); a row with more loses the largest.
+    """
+    ordered = jnp.sort(timesteps, axis=-1)  # (B, L)
+    first = jnp.concatenate([jnp.ones_like(ordered[:, :1], bool), ordered[:, 1:] != ordered[:, :-1]], axis=1)  # (B, L)
+    slot = jnp.where(first, jnp.cumsum(first, axis=1) - 1, -1)  # (B, L): distinct-value index at first occurrences
+    picks = (slot[:, None, :] == jnp.arange(max_values)[None, :, None]).astype(timesteps.dtype)  # (B, K, L)
+    values = jnp.einsum("bkl,bl->bk", picks, ordered)  # (B, K): one pick per used slot, so the sum is exact
+    used = jnp.sum(picks, axis=-1) > 0  # (B, K)
+    onehot = (timesteps[:, None, :] == values[:, :, None]) & used[:, :, None]  # (B, K, L)
+    return values, onehot.astype(timesteps.dtype)
 
 
 def _stacked_blocks(c: DiTConfig, rngs: nnx.Rngs) -> DiTBlock:
