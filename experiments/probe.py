@@ -26,8 +26,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.ema_decay = 0.0
     c.optim.weight_decay = 0.0
     if arg == "tiny":
-        c.steps, c.global_batch_size, c.log_every = 1500, 32, 50
-        c.checkpoint_every, c.eval_every, c.sample_every = 500, 250, 1500
+        c.steps, c.global_batch_size, c.log_every = 2000, 32, 50
+        c.checkpoint_every, c.eval_every, c.sample_every = 500, 250, 2000
         c.optim.learning_rate, c.optim.warmup_steps = 2e-3, 100
         return c
     if arg == "test":
