@@ -10,8 +10,9 @@ TEST_PROBE = ProbeConfig(frames=9, size=32, widths=(16, 32, 32), embed_dim=32, g
 
 @pytest.fixture(scope="session")
 def untrained_reader() -> ProbeReader:
-    """A freshly initialised probe: random slot features, presence from the mass term."""
-    return ProbeReader(Probe(TEST_PROBE, rngs=nnx.Rngs(0)))
+    """A freshly initialised probe: random slot features, presence from the mass term. It reads each
+    clip once (the mirror reading doubles the cost; `test_mirrored_reading...` switches it on)."""
+    return ProbeReader(Probe(TEST_PROBE, rngs=nnx.Rngs(0)), mirror=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The probe: the task through the real trainer (slow), prompt following and the Fréchet distance on
 real vs colour-swapped clips (fast, with an untrained probe whose presence reading already works)."""
+import copy
 import json
 import os
 
@@ -62,6 +63,8 @@ def test_frechet_real_vs_real_is_smaller_than_vs_colour_swapped(reader):
 def test_mirrored_reading_is_left_right_equivariant(reader):
     """Reading a clip and its mirror image averages both, so the mirror image reads as the original with
     its directions mirrored, exactly (any probe, trained or not)."""
+    reader = copy.copy(reader)  # the same compiled probe, reading each clip and its mirror image
+    reader.mirror = True
     videos = [probe_clip(i, "validation")["video"] for i in range(4)]
     original = reader.read(videos)
     mirrored = reader.read([v[:, :, ::-1] for v in videos])
