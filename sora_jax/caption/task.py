@@ -9,8 +9,6 @@ caption tokenizer into `caption_targets (B, S, T)`: decoder sequence k of a row 
 from __future__ import annotations
 
 import copy
-import json
-import os
 
 import jax
 import ml_collections
@@ -20,10 +18,17 @@ from flax import nnx
 from data_pipelines import config as data_config
 from data_pipelines import pipeline
 from sora_jax.caption.data import resolve_caption_source
-from sora_jax.caption.model import Captioner, CaptionerConfig, caption_loss, check_sizes, teacher_forcing_inputs
+from sora_jax.caption.model import (
+    Captioner,
+    CaptionerConfig,
+    caption_loss,
+    check_sizes,
+    teacher_forcing_inputs,
+)
 from sora_jax.caption.vocab import CAPTION_TOKENIZERS, caption_tokenizer
 from sora_jax.models.attention import IMPLEMENTATIONS
 from sora_jax.text.tokenizers import get_tokenizer
+from sora_jax.train import files
 from sora_jax.train.batch import model_inputs
 
 MODEL_FIELDS = ("dim", "heads", "mlp_dim", "encoder_depth", "decoder_depth", "max_caption_len", "dtype", "attention")
@@ -125,10 +130,5 @@ class CaptionTask:
 
         source = self.c.data.sources[0]
         report = evaluate_captioner(model, self.c, source, "validation", limit=self.c.get("sample_clips", 16))
-        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, "captions.json")
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
-        return [path]
+        return [files.write_sample_json(workdir, step, "captions.json", report)]
 

@@ -9,8 +9,6 @@ position is checkpointed with the model like every other stage's.
 from __future__ import annotations
 
 import functools
-import json
-import os
 
 import grain
 import jax
@@ -19,11 +17,22 @@ import numpy as np
 from flax import nnx
 
 from data_pipelines.shapes_world import MAX_OBJECTS, generate_clip
-from data_pipelines.shapes_world.builder import CONFIGS, VALIDATION_SEED_OFFSET, clip_shape
+from data_pipelines.shapes_world.builder import (
+    CONFIGS,
+    VALIDATION_SEED_OFFSET,
+    clip_shape,
+)
 from sora_jax.caption.model import caption_loss, check_sizes, teacher_forcing_inputs
-from sora_jax.caption.upsampler import PromptUpsampler, Upsampler, UpsamplerConfig, evaluate_upsampler, prompt_batch
+from sora_jax.caption.upsampler import (
+    PromptUpsampler,
+    Upsampler,
+    UpsamplerConfig,
+    evaluate_upsampler,
+    prompt_batch,
+)
 from sora_jax.caption.vocab import CAPTION_TOKENIZERS, caption_tokenizer
 from sora_jax.models.attention import IMPLEMENTATIONS
+from sora_jax.train import files
 
 WORLDS = {c.name: c for c in CONFIGS}
 MODEL_FIELDS = ("dim", "heads", "mlp_dim", "encoder_depth", "decoder_depth", "max_prompt_len", "max_caption_len",
@@ -123,9 +132,4 @@ class UpsamplerTask:
                                                               self.c.data.max_objects))
         report["samples"] = [{"prompt": p, "upsampled": u}
                              for p, u in zip(self.c.sample_prompts, upsampler.upsample(list(self.c.sample_prompts)))]
-        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, "upsampled.json")
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
-        return [path]
+        return [files.write_sample_json(workdir, step, "upsampled.json", report)]

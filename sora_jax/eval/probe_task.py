@@ -8,7 +8,6 @@ held-out batch; `write_samples` measures the probe on `eval_clips` held-out clip
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,14 @@ from flax import nnx
 
 from sora_jax.eval.probe import Probe, ProbeConfig, ProbeReader, scale_inputs
 from sora_jax.eval.probe_data import SPLIT_SIZES, build_probe_batches, probe_clip
-from sora_jax.eval.targets import ATTRIBUTES, CLASS_COUNTS, attribute_hits, clip_objects, decode_slots
+from sora_jax.eval.targets import (
+    ATTRIBUTES,
+    CLASS_COUNTS,
+    attribute_hits,
+    clip_objects,
+    decode_slots,
+)
+from sora_jax.train import files
 
 ACCURACY_FILE = "probe_accuracy.json"
 REQUIRED_ACCURACY = 0.98
@@ -77,7 +83,6 @@ class ProbeTask:
         return probe_loss(model(batch["views"], batch["tracks"], batch["glimpses"]), batch)
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
-        config = self.probe_config
         return build_probe_batches(split, rows, self.probe_config, self.c.data.seed, shard, total_shards)
 
     def host_batch(self, batch: dict) -> dict:
@@ -95,13 +100,9 @@ class ProbeTask:
         """Measures held-out accuracy on `eval_clips` validation clips; writes probe_accuracy.json."""
         clips = [probe_clip(i, "validation") for i in range(self.c.eval_clips)]
         report = measure_probe(ProbeReader(model), clips) | {"step": step, "split": "validation"}
-        out_dir = os.path.join(workdir, "samples", f"step_{step:07d}")
-        os.makedirs(out_dir, exist_ok=True)
-        paths = [os.path.join(out_dir, ACCURACY_FILE), os.path.join(workdir, ACCURACY_FILE)]
-        for path in paths:
-            with open(path, "w") as f:
-                json.dump(report, f, indent=2)
-        return paths
+        latest = files.join(workdir, ACCURACY_FILE)  # the one the evaluation reads
+        files.write_text(latest, json.dumps(report, indent=2))
+        return [files.write_sample_json(workdir, step, ACCURACY_FILE, report), latest]
 
 
 def measure_probe(reader: ProbeReader, clips: list[dict]) -> dict:

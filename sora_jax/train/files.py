@@ -6,6 +6,7 @@ metrics.jsonl, sample GIFs) go through here; `gs://` paths need gcsfs (also in t
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -43,6 +44,15 @@ def read_text(path: str) -> str:
 
 def write_text(path: str, text: str) -> None:
     epath.Path(path).write_text(text)
+
+
+def write_sample_json(workdir: str, step: int, name: str, report: dict) -> str:
+    """Writes `report` as `samples/step_XXXXXXX/name` under `workdir` (local or remote); returns the path."""
+    out_dir = join(workdir, "samples", f"step_{step:07d}")
+    makedirs(out_dir)
+    path = join(out_dir, name)
+    write_text(path, json.dumps(report, indent=2))
+    return path
 
 
 @contextmanager
