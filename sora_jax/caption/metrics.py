@@ -11,6 +11,7 @@ attribute scores `agreeing / max(objects named, objects in meta)`: a missing or 
 costs one per attribute. Motion is scored on videos only (an image shows no motion).
 
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
+    python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --teacher-forced 6   # attribute words, see below
 """
 from __future__ import annotations
 
@@ -132,16 +133,62 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
     return report
 
 
+MOTION_VERBS = ("stays", "moves", "falls", "spins")
+
+
+def word_class_ids(tokenizer) -> dict[str, np.ndarray]:
+    """Caption-token ids of the words that carry each attribute: colours, shapes, motion verbs."""
+    classes = {"colour": tuple(COLOURS), "shape": SHAPES, "motion": MOTION_VERBS}
+    return {k: np.asarray([tokenizer.ids[w] for w in words if w in tokenizer.ids], np.int32) for k, words in classes.items()}
+
+
+def teacher_forced_attributes(task, model, split: str = "validation", batches: int = 4) -> dict:
+    """Teacher-forced accuracy of the attribute words, where each is first decided.
+
+    Greedy agreement (`evaluate_captioner`) mixes what the model sees with how its captions go on;
+    overall token accuracy hides the attribute words among the grammar. This scores the next-token
+    prediction, given the true caption so far, at the colour and shape words of the listing sentence
+    (the first mention; later mentions copy it) and at every motion verb. A captioner that cannot see
+    shapes scores chance here (1 in 5) whatever its token accuracy. Needs the word tokenizer.
+    """
+    import jax  # noqa: PLC0415
+
+    from sora_jax.caption.model import teacher_forcing_inputs  # noqa: PLC0415
+
+    ids = word_class_ids(task.tokenizer)
+    period = task.tokenizer.ids["."]
+    forward = jax.jit(lambda m, b, x: m(b, x))
+    stream = iter(task.build_input(split, task.c.global_batch_size, 0, 1))
+    right, total = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
+    for _ in range(batches):
+        batch = task.host_batch(next(stream))
+        targets = batch["caption_targets"]  # (B, S, T)
+        logits = forward(model, batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
+        correct = np.asarray(logits.argmax(-1)) == targets  # (B, S, T)
+        listing = np.cumsum(targets == period, axis=-1) == 0  # (B, S, T)
+        for k, class_ids in ids.items():
+            where = np.isin(targets, class_ids) & (listing if k != "motion" else True)
+            right[k] += int(correct[where].sum())
+            total[k] += int(where.sum())
+    return {k: right[k] / total[k] if total[k] else None for k in ids} | {"words": total}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Caption accuracy of a trained captioner on held-out clips.")
     parser.add_argument("--workdir", required=True, help="the captioner's training workdir")
     parser.add_argument("--data", default="shapes_world:tiny", help="dataset directory or shapes_world:CONFIG")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--teacher-forced", type=int, default=0, metavar="BATCHES",
+                        help="instead: teacher-forced attribute-word accuracy on BATCHES batches of the run's own data")
     args = parser.parse_args(argv)
     from sora_jax.train.restore import load_trained  # noqa: PLC0415
 
     trained = load_trained(args.workdir)
+    if args.teacher_forced:
+        report = teacher_forced_attributes(trained.task, trained.model, args.split, args.teacher_forced)
+        print(json.dumps({"step": trained.step, "teacher_forced": report}))
+        return
     report = evaluate_captioner(trained.model, trained.config, args.data, args.split, args.limit)
     print(json.dumps({"step": trained.step} | report))
 

@@ -53,3 +53,15 @@ def test_temperature_sampling_is_seeded(captioner, overfit_dataset):
     first = captioner.caption(clips, temperature=1.5, seed=3)
     assert first == captioner.caption(clips, temperature=1.5, seed=3)
     assert first != captioner.caption(clips, temperature=1.5, seed=4)
+
+
+def test_teacher_forced_attribute_words_of_memorised_clips(overfit_workdir, caption_data_root, monkeypatch):
+    from sora_jax.caption.metrics import teacher_forced_attributes
+    from sora_jax.train.restore import load_trained
+
+    monkeypatch.setenv("SORA_JAX_DATA", caption_data_root)
+    trained = load_trained(overfit_workdir)
+    report = teacher_forced_attributes(trained.task, trained.model, "train", batches=1)
+    words = report["words"]
+    assert words["colour"] == words["shape"] > 0, words  # one colour and one shape per listed object
+    assert report["colour"] == report["shape"] == 1.0, report  # memorised: greedy reproduces every caption
