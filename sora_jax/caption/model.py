@@ -12,7 +12,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from sora_jax.caption.layers import EncoderBlock, TextDecoder, layer_norm
@@ -26,9 +25,6 @@ class CaptionerConfig:
 
     Attributes:
       patch_dim: features of one input patch (pt * ph * pw * channels).
-      stem: how a patch becomes a token: "linear" (one projection of the flattened patch) or "conv"
-        (that projection plus a small convolutional network inside the patch; see `ConvStem`).
-      patch: `(pt, ph, pw)` of the input patches; the conv stem needs it to unflatten them.
       vocab_size: caption tokenizer vocabulary (the decoder adds a start token).
       dim, heads, mlp_dim: width, attention heads and MLP width of encoder and decoder.
       encoder_depth, decoder_depth: blocks in each.
@@ -49,49 +45,10 @@ class CaptionerConfig:
     dtype: str = "float32"
     attention: str = "auto"
     rope_theta: float = 10000.0
-    stem: str = "linear"
-    patch: tuple[int, int, int] | None = None
-    stem_width: int = 32
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.heads
-
-
-STEMS = ("linear", "conv")
-
-
-class ConvStem(nnx.Module):
-    """Nonlinear features of the pixels inside each patch, added to the linear patch embedding.
-
-    A linear embedding of raw pixels is linear in the object's colour times its mask, so it cannot
-    give the encoder colour-independent shape features; small objects (a 5-pixel star) sit inside one
-    or two patches, where attention between tokens cannot help. Each patch `(pt, ph, pw, c)` is
-    unflattened to an image with `pt * c` channels and goes through a 3x3 convolution, GELU, a
-    stride-2 3x3 convolution, GELU, and a projection to the model width whose output starts at zero
-    (so a fresh stem leaves the linear embedding unchanged). Token-local: packing and segment
-    masking are untouched.
-    """
-
-    def __init__(self, patch: tuple[int, int, int], channels: int, width: int, dim: int, *, dtype, rngs: nnx.Rngs):
-        pt, ph, pw = patch
-        if ph < 2 or pw < 2:
-            raise ValueError(f"config: the conv stem needs spatial patches of at least 2x2, got {patch}")
-        self.patch, self.channels, self.dtype = patch, channels, dtype
-        conv = dict(dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-        self.conv1 = nnx.Conv(pt * channels, width, (3, 3), padding="SAME", **conv)
-        self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), padding="SAME", **conv)
-        pooled = 2 * width * ((ph + 1) // 2) * ((pw + 1) // 2)
-        self.out = dense(pooled, dim, (None, "embed"), dtype=dtype, rngs=rngs, kernel_init=nnx.initializers.zeros)
-
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        pt, ph, pw = self.patch
-        lead = tokens.shape[:-1]  # (B, L)
-        x = tokens.reshape(-1, pt, ph, pw, self.channels)  # (N, pt, ph, pw, c)
-        x = x.transpose(0, 2, 3, 1, 4).reshape(-1, ph, pw, pt * self.channels)  # (N, ph, pw, pt*c)
-        x = jax.nn.gelu(self.conv1(x), approximate=True)  # (N, ph, pw, W)
-        x = jax.nn.gelu(self.conv2(x), approximate=True)  # (N, ph/2, pw/2, 2W)
-        return self.out(x.reshape(*lead, -1))  # (B, L, D)
 
 
 def check_sizes(dim: int, heads: int, what: str) -> None:
@@ -109,15 +66,6 @@ class Captioner(nnx.Module):
         dtype = jnp.dtype(config.dtype)
         block_args = dict(eps=config.eps, dtype=dtype, implementation=config.attention, rngs=rngs)
         self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
-        if config.stem not in STEMS:
-            raise ValueError(f"config: model.stem must be one of {STEMS}, got {config.stem!r}")
-        stem = None
-        if config.stem == "conv":
-            if config.patch is None or config.patch_dim % int(np.prod(config.patch)):
-                raise ValueError(f"config: the conv stem needs patch sizes that divide patch_dim ({config.patch_dim})")
-            channels = config.patch_dim // int(np.prod(config.patch))
-            stem = ConvStem(tuple(config.patch), channels, config.stem_width, config.dim, dtype=dtype, rngs=rngs)
-        self.stem = stem
         self.encoder = nnx.List([EncoderBlock(config.dim, config.heads, config.mlp_dim, **block_args)
                                  for _ in range(config.encoder_depth)])
         self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
@@ -126,10 +74,7 @@ class Captioner(nnx.Module):
 
     def encode(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Memory `(B, L, D)` of packed patches `tokens (B, L, patch_dim)` with `coords (B, L, 3)`."""
-        tokens = tokens.astype(jnp.dtype(self.config.dtype))
-        x = self.patch_embed(tokens)  # (B, L, D)
-        if self.stem is not None:
-            x = x + self.stem(tokens)  # (B, L, D)
+        x = self.patch_embed(tokens.astype(jnp.dtype(self.config.dtype)))  # (B, L, D)
         rope = rope_angles(coords, self.config.head_dim, self.config.rope_theta)  # 2 x (B, L, Dh/2)
         for block in self.encoder:
             x = block(x, segment_ids, rope)  # (B, L, D)

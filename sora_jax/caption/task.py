@@ -19,7 +19,6 @@ from data_pipelines import config as data_config
 from data_pipelines import pipeline
 from sora_jax.caption.data import resolve_caption_source
 from sora_jax.caption.model import (
-    STEMS,
     Captioner,
     CaptionerConfig,
     caption_loss,
@@ -44,8 +43,7 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     """The model sizes a run config describes (`c.model`, patch and channels from `c.data`)."""
     channels = 3 if c.data.mode == "pixel" else c.model.in_channels
     patch_dim = int(np.prod(c.data.patch)) * channels
-    stem = dict(stem=c.model.get("stem", "linear"), stem_width=c.model.get("stem_width", 32), patch=tuple(c.data.patch))
-    return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, **{k: c.model[k] for k in MODEL_FIELDS}, **stem)
+    return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, **{k: c.model[k] for k in MODEL_FIELDS})
 
 
 class CaptionTask:
@@ -68,7 +66,6 @@ class CaptionTask:
         _need(m.tokenizer in CAPTION_TOKENIZERS, f"model.tokenizer must be one of {sorted(CAPTION_TOKENIZERS)}")
         check_sizes(m.dim, m.heads, "model")
         _need(m.encoder_depth >= 1 and m.decoder_depth >= 1, "model.encoder_depth and model.decoder_depth must be >= 1")
-        _need(m.get("stem", "linear") in STEMS, f"model.stem must be one of {STEMS}")
         _need(m.mlp_dim >= 1, "model.mlp_dim must be positive")
         _need(m.max_caption_len >= 8, f"model.max_caption_len must be at least 8, got {m.max_caption_len}")
         _need(m.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
