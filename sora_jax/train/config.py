@@ -89,7 +89,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _need(c.loss.l1 >= 0 and c.loss.kl >= 0 and c.loss.gan_weight >= 0, "loss weights must be >= 0")
     if c.task == "dit":
         data_config.validate(c.data)
-        _need(c.data.max_text_tokens <= c.text_max_len, "data.max_text_tokens must be <= text_max_len")
+        if c.data.get("text_encoder", "tiny") == "tiny":  # a frozen encoder has no trainable positions to fit
+            _need(c.data.max_text_tokens <= c.text_max_len, "data.max_text_tokens must be <= text_max_len")
     if c.task not in ("dit", "vae"):  # later tasks validate their own fields
         from sora_jax.train.tasks import task_class  # noqa: PLC0415
 

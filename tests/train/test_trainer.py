@@ -208,3 +208,12 @@ def test_finetune_starts_from_the_pretrained_parameters(tmp_path, env, uninterru
     # between steps 24 and 30; weights that did not come from the pretrain run would not be that close.
     moved, pretrain_moved = distance(after["params"], before["params"]), distance(before["params"], earlier["params"])
     assert moved < 0.5 * pretrain_moved, (moved, pretrain_moved)  # measured: 1.5e-4 vs 9.1e-4
+
+
+def test_text_max_len_bounds_only_the_trainable_text_encoder():
+    # text_max_len sizes the tiny encoder's position table; a frozen encoder's length is data.max_text_tokens.
+    frozen = load_config(os.path.join(ROOT, "experiments", "pretrain.py") + ":tiny_latent_minilm",
+                         ["data.sources=['/data/latents/1.0.0']", "text_max_len=8"])
+    assert frozen.data.max_text_tokens == 256 > frozen.text_max_len
+    with pytest.raises(ValueError, match="max_text_tokens must be <= text_max_len"):
+        load_config(os.path.join(ROOT, "experiments", "pretrain.py") + ":tiny", ["text_max_len=8"])
