@@ -271,7 +271,7 @@ class Generator:
         feature_dim = segments[0]["tokens"].shape[1]
         rows = pack_rows(segments, seq_len, self.max_text_tokens * len(plans), len(plans), feature_dim)
         if plans[0].text.ndim == 2:
-            rows["text_tokens"] = packed_embeddings(rows, [p.text for p in plans])  # (R, Lt, D): the model's text input
+            rows["text_embeddings"] = packed_embeddings(rows, [p.text for p in plans])  # (R, Lt, D), as training rows
         noise, clean = np.zeros_like(rows["tokens"]), np.zeros_like(rows["tokens"])
         start_time = np.ones(rows["segment_grid"].shape[:2], np.float32)  # (R, S)
         for plan, window, segment, (row, slot) in zip(plans, windows, segments, rows["placement"]):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sora_jax.diffusion.flow import FlowConfig
+from sora_jax.diffusion.flow import FlowConfig, text_input
 from sora_jax.diffusion.sampler import SamplerConfig, sample, time_grid
 
 ROW_FIELDS = ("coords", "segment_ids", "text_tokens", "text_segment_ids")
@@ -38,7 +38,7 @@ def _sample_rows(graphdef, params, fields, noise, clean, known_mask, known_token
     def velocity(x, t, conditional):
         # Fresh Variables per call: the sampler's loop body is its own trace level.
         model = nnx.merge(graphdef, jax.tree.map(lambda a: a, params))
-        return model(x, fields["coords"], fields["segment_ids"], t, fields["text_tokens"], fields["text_segment_ids"],
+        return model(x, fields["coords"], fields["segment_ids"], t, text_input(fields), fields["text_segment_ids"],
                      None if conditional else no_text)
 
     return integrate(velocity, noise, fields["segment_ids"], fields["segment_grid"].shape[1], config, flow,
@@ -56,7 +56,8 @@ class RowSampler:
                  start_time: float | np.ndarray = 1.0) -> np.ndarray:
         """Sampled tokens `(R, L, D)` of packed `rows` (with `tokens` as known values and
         `known_mask`) from `noise (R, L, D)`; `clean` and `start_time` for SDEdit."""
-        fields = {k: jnp.asarray(rows[k]) for k in (*ROW_FIELDS, "segment_grid")}
+        names = (*ROW_FIELDS, "segment_grid", *(("text_embeddings",) if "text_embeddings" in rows else ()))
+        fields = {k: jnp.asarray(rows[k]) for k in names}  # frozen-encoder rows also carry text_embeddings
         clean = np.zeros_like(noise) if clean is None else clean
         start_time = np.broadcast_to(np.asarray(start_time, np.float32), rows["segment_grid"].shape[:2])  # (R, S)
         out = _sample_rows(self.graphdef, self.params, fields, jnp.asarray(noise), jnp.asarray(clean),
