@@ -71,7 +71,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     if arg == "tiny_latent_minilm":
         c = get_config("tiny_latent")
         c.data.text_encoder = "minilm"  # DiT text_dim becomes MiniLM's 384 (sora_jax.train.tasks.DiTTask)
-        c.data.max_text_tokens = c.text_max_len = 256  # MiniLM's max_len: what `encode --text-encoder minilm` keeps
+        c.data.max_text_tokens = 256  # MiniLM's max_len: what `encode --text-encoder minilm` keeps (text_max_len is unused)
         return c
     if arg not in STAGES:
         raise ValueError(f"unknown pretrain variant {arg!r}; known: "
