@@ -24,7 +24,7 @@ import numpy as np
 def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="train the tiny VAE and DiT on Shapes World, then generate")
     demo.add_argument("--out", default="demo_out", help="output folder")
-    demo.add_argument("--vae-steps", type=int, default=500)
+    demo.add_argument("--vae-steps", type=int, default=300)
     demo.add_argument("--dit-steps", type=int, default=600)
     demo.add_argument("--samples", type=int, default=4, help="held-out captions to generate")
     demo.add_argument("--sample-steps", type=int, default=24, help="sampler steps per clip")
