@@ -276,9 +276,10 @@ def test_shortcuts_pass_a_pooled_copy_through_resampling():
 
 @pytest.mark.slow
 def test_tiny_vae_training_beats_the_block_mean(tmp_path):
-    """300 steps of `experiments/vae.py:tiny` on Shapes World (CPU, a few minutes): held-out video PSNR
-    above what the best constant per 4x8x8 latent cell gives (block mean, ~17.5 dB on these clips),
-    i.e. the 16 latent channels carry structure, not just the average colour."""
+    """300 steps of `experiments/vae.py:tiny` (batch 8) on Shapes World (CPU, ~5 minutes): held-out
+    video PSNR well above what the best constant per 4x8x8 latent cell gives (block mean, ~17.5 dB on
+    these clips), i.e. the 16 latent channels carry structure, not just the average colour. Measured
+    21.9 dB (2026-11-22); 20 dB leaves room for other CPUs' float differences."""
     from sora_jax.train.config import load_config
     from sora_jax.train.loop import train
     from sora_jax.train.metrics import read_metrics
@@ -287,4 +288,4 @@ def test_tiny_vae_training_beats_the_block_mean(tmp_path):
                  "progress=False"]
     train(load_config("experiments/vae.py:tiny", overrides), str(tmp_path), log=lambda *a: None)
     final = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "val_video_psnr" in r][-1]
-    assert final["val_video_psnr"] > 17.5
+    assert final["val_video_psnr"] > 20.0
