@@ -11,7 +11,7 @@ attribute scores `agreeing / max(objects named, objects in meta)`: a missing or 
 costs one per attribute. Motion is scored on videos only (an image shows no motion).
 
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
-    python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --teacher-forced 6   # attribute words, see below
+    python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --teacher-forced 6   # attribute words (teacher_forced_attributes)
 """
 from __future__ import annotations
 
@@ -155,6 +155,9 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
 
     from sora_jax.caption.model import teacher_forcing_inputs  # noqa: PLC0415
 
+    if not hasattr(task.tokenizer, "ids"):
+        raise ValueError(f"teacher-forced attribute accuracy needs the word tokenizer (model.tokenizer='words'), "
+                         f"this run uses {task.tokenizer.name!r}")
     ids = word_class_ids(task.tokenizer)
     period = task.tokenizer.ids["."]
     forward = jax.jit(lambda m, b, x: m(b, x))

@@ -69,3 +69,18 @@ def test_reference_captions_score_exactly_one(frames):
               (generate_clip(seed, frames, 32, 48, max_objects=6) for seed in range(40))]
     report = summarize(counts)
     assert report["overall"] == 1.0 and report["size"] == 1.0 and report["objects"] == 1.0
+
+
+def test_teacher_forced_attributes_needs_the_word_tokenizer():
+    from types import SimpleNamespace
+
+    from sora_jax.caption.metrics import teacher_forced_attributes, word_class_ids
+    from sora_jax.caption.vocab import caption_tokenizer
+    from sora_jax.text.tokenizers import get_tokenizer
+
+    with pytest.raises(ValueError, match="needs the word tokenizer"):
+        teacher_forced_attributes(SimpleNamespace(tokenizer=get_tokenizer("bytes")), None)
+    ids = word_class_ids(caption_tokenizer("words"))
+    from data_pipelines.shapes_world import COLOURS, SHAPES
+
+    assert [len(ids[k]) for k in ("colour", "shape", "motion")] == [len(COLOURS), len(SHAPES), 4]
