@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from benchmarks.common import hardware
+from benchmarks.common import hardware, top_device_ops
 from sora_jax import parallel
 from sora_jax.diffusion.flow import FlowConfig, flow_loss
 from sora_jax.diffusion.rows import latent_segment, pack_rows
@@ -45,8 +45,9 @@ def packed_batch(shapes, batch: int, seq_len: int, channels: int, patch) -> dict
     return {k: np.repeat(v, batch, axis=0) for k, v in rows.items() if k != "placement"}
 
 
-def time_ours(config, batch: dict, steps: int) -> float:
-    """Median seconds of our jitted train step (after compile and one warm-up step)."""
+def time_ours(config, batch: dict, steps: int, profile_dir: str | None = None):
+    """Median seconds of our jitted train step (after compile and one warm-up step), and the
+    parameter count; with `profile_dir`, also the costliest ops of two more traced steps."""
     mesh, rules = parallel.make_mesh({"data": -1}), parallel.get_rules("dp")
     tx = optax.adamw(1e-4)
     graphdef, state, shardings = train_step.create_train_state(
@@ -61,7 +62,14 @@ def time_ours(config, batch: dict, steps: int) -> float:
         state, metrics = step(state, device_batch, jax.random.key(i))
         jax.block_until_ready(metrics["loss"])
         times.append(time.perf_counter() - start)
-    return float(np.median(times[2:])), count_params(nnx.merge(graphdef, state.params).dit)
+    params = count_params(nnx.merge(graphdef, state.params).dit)
+    if not profile_dir:
+        return float(np.median(times[2:])), params
+    with jax.profiler.trace(profile_dir):
+        for i in range(2):
+            state, metrics = step(state, device_batch, jax.random.key(100 + i))
+        jax.block_until_ready(metrics["loss"])
+    return float(np.median(times[2:])), params, top_device_ops(profile_dir, 25)
 
 
 def time_diffusers(config, frames: int, height: int, width: int, batch: int, steps: int):
@@ -107,6 +115,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--no-diffusers", action="store_true")
+    parser.add_argument("--profile", default=None, help="trace 2 extra single-clip steps here; report top ops")
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
@@ -118,7 +127,8 @@ def main(argv=None) -> dict:
     quarter = (args.frames, args.height // 2, args.width // 2)  # 4 clips of a quarter the tokens each
     packed = packed_batch([quarter] * 4, args.batch, tokens, config.in_channels, config.patch)
 
-    ours_s, ours_params = time_ours(config, single, args.steps)
+    ours = time_ours(config, single, args.steps, args.profile)
+    ours_s, ours_params = ours[:2]
     packed_s, _ = time_ours(config, packed, args.steps)
     flops_single = train_step_flops(config, [([tokens], [TEXT_TOKENS])] * args.batch)
     flops_packed = train_step_flops(config, [([tokens // 4] * 4, [TEXT_TOKENS] * 4)] * args.batch)
@@ -133,6 +143,8 @@ def main(argv=None) -> dict:
         "packed4_step_s": round(packed_s, 4), "packed4_tokens_per_s": round(args.batch * tokens / packed_s, 1),
         "packed4_model_tflops": round(flops_packed / packed_s / 1e12, 4),
     }
+    if args.profile:
+        result["top_ops_ms_per_2_steps"] = ours[2]
     if not args.no_diffusers:
         theirs_s, theirs_params, reason = time_diffusers(config, args.frames, args.height, args.width, args.batch, args.steps)
         result["diffusers_params"] = theirs_params

@@ -10,8 +10,12 @@ Implementations:
   scores).
 - `flash_xla`: blockwise attention in plain JAX with a FlashAttention-style custom VJP
   (`sora_jax.models.flash_xla`); 3-4x faster than `xla` on CPU for 1k-token rows.
-- `cudnn`: the same call with `implementation="cudnn"` (flash attention on NVIDIA GPUs; the
-  boolean mask is applied inside the fused kernel).
+- `cudnn`: the same call with `implementation="cudnn"` (flash attention on NVIDIA GPUs). jax turns
+  the boolean mask into a dense `(B, 1, Lq, Lk)` bias the kernel reads: every block is computed.
+- `cudnn_packed`: cuDNN's packed ("ragged") layout: each segment's start offset and length per row,
+  so the kernel computes only the blocks inside a segment. Needs each segment's tokens contiguous (as
+  `pack_rows` and the Grain packer lay them out), bf16/fp16 inputs, and at most `MAX_PACKED_SEGMENTS`
+  segments a row; padding queries get zero output (nothing downstream reads it).
 - `splash`: Pallas splash attention on TPU with `SegmentIds`, which skips fully-masked blocks.
   Mosaic kernels cannot be partitioned by XLA, so under a mesh (`sora_jax.parallel.use_mesh_rules`)
   the kernel runs per shard in `shard_map`: rows split over the batch axes, heads over the tensor
@@ -32,7 +36,8 @@ from jax.sharding import PartitionSpec
 from sora_jax.models.flash_xla import blockwise_attention
 from sora_jax.parallel import current_mesh_rules, logical_spec
 
-IMPLEMENTATIONS = ("auto", "xla", "flash_xla", "cudnn", "splash", "splash_interpret")
+IMPLEMENTATIONS = ("auto", "xla", "flash_xla", "cudnn", "cudnn_packed", "splash", "splash_interpret")
+MAX_PACKED_SEGMENTS = 256  # segment ids above this get no attention output under `cudnn_packed`
 
 
 def resolve(implementation: str) -> str:
@@ -69,6 +74,8 @@ def attention(
     if implementation in ("xla", "cudnn"):
         mask = segment_mask(q_segment_ids, kv_segment_ids)  # (B, 1, Lq, Lk)
         return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
+    if implementation == "cudnn_packed":
+        return _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids)
     if implementation == "flash_xla":
         return blockwise_attention(query, key, value, q_segment_ids, kv_segment_ids, block=128)
     interpret = implementation == "splash_interpret"
@@ -89,6 +96,35 @@ def _sharded_splash(query, key, value, q_segment_ids, kv_segment_ids, interpret,
     kernel = functools.partial(_splash, interpret=interpret)
     return jax.shard_map(kernel, mesh=mesh, in_specs=(qkv, qkv, qkv, ids, ids), out_specs=qkv, check_vma=False)(
         query, key, value, q_segment_ids, kv_segment_ids)
+
+
+def packed_layout(segment_ids: jax.Array, max_segments: int = MAX_PACKED_SEGMENTS) -> tuple[jax.Array, jax.Array]:
+    """cuDNN's packed layout of a row of contiguous segments (ids 1..M, 0 = padding).
+
+    Returns `offsets (B, M + 1)` (each segment's first index) and `lengths (B, M)` (its token count),
+    both -1 for segment ids a row does not use.
+    """
+    member = segment_ids[:, :, None] == jnp.arange(1, max_segments + 1, dtype=segment_ids.dtype)  # (B, L, M)
+    lengths = jnp.sum(member, axis=1, dtype=jnp.int32)  # (B, M)
+    starts = jnp.argmax(member, axis=1).astype(jnp.int32)  # (B, M): first True (0 when unused)
+    used = lengths > 0
+    offsets = jnp.where(used, starts, -1)
+    pad = jnp.full((segment_ids.shape[0], 1), -1, jnp.int32)
+    return jnp.concatenate([offsets, pad], axis=1), jnp.where(used, lengths, -1)
+
+
+def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
+    """cuDNN flash attention over packed segments: only blocks inside a segment are computed."""
+    from jax._src.cudnn.fused_attention_stablehlo import MaskType  # noqa: PLC0415
+    from jax._src.cudnn.fused_attention_stablehlo import dot_product_attention as cudnn_attention  # noqa: PLC0415
+
+    q_offsets, q_lengths = packed_layout(q_segment_ids)
+    kv_offsets, kv_lengths = packed_layout(kv_segment_ids)
+    out = cudnn_attention(
+        query, key, value, None, None, q_lengths, kv_lengths, q_offsets, kv_offsets,
+        scale=query.shape[-1] ** -0.5, mask_type=MaskType.PADDING, qkv_layout="BTNH",
+    )  # (B, Lq, H, D); rows outside every segment are undefined
+    return jnp.where((q_segment_ids > 0)[:, :, None, None], out, 0).astype(query.dtype)
 
 
 def reference_attention(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
