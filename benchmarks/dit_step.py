@@ -113,13 +113,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--attention", default="auto")
+    parser.add_argument("--remat", default="none", help="DiT remat policy (none, full, dots, dots_no_batch)")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--profile", default=None, help="trace 2 extra single-clip steps here; report top ops")
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
-    config = get_dit_config(args.preset, depth=args.depth, dtype=args.dtype, attention=args.attention)
+    config = get_dit_config(args.preset, depth=args.depth, dtype=args.dtype, attention=args.attention,
+                            remat=args.remat)
     pt, ph, pw = config.patch
     grid = (args.frames // pt, args.height // ph, args.width // pw)
     tokens = int(np.prod(grid))
@@ -136,7 +138,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "dit_step", "preset": args.preset, "depth": config.depth, "dim": config.dim,
         "params": ours_params, "tokens_per_row": tokens, "batch": args.batch, "dtype": config.dtype,
-        "backend": jax.default_backend(), "hardware": hardware(), "attention": args.attention,
+        "backend": jax.default_backend(), "hardware": hardware(), "attention": args.attention, "remat": config.remat,
         "ours_step_s": round(ours_s, 4), "ours_tokens_per_s": round(args.batch * tokens / ours_s, 1),
         "ours_model_tflops": round(flops_single / ours_s / 1e12, 4),
         "ours_mfu": round(flops_single / ours_s / 1e12 / peak, 4) if peak else None,

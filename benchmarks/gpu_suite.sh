@@ -31,7 +31,7 @@ if [ "${DRY:-0}" = 1 ]; then  # toy sizes and CPU kernels: checks the script, no
   ATTN="flash_xla,xla" PACKED=flash_xla MASK=xla PRESET=tiny DEPTH=2 VAE=tiny LEN=1024 CHECK=256 HEADS=2 HD=64
   F=4 H=16 W=16 SF=3 SH=8 SW=8 VS=32
 else
-  ATTN="cudnn,cudnn_packed,xla" PACKED=cudnn_packed MASK=cudnn PRESET=1B DEPTH=30 VAE=base LEN=16384 CHECK=2048
+  ATTN=${ATTN:-cudnn,cudnn_packed,xla} PACKED=cudnn_packed MASK=cudnn PRESET=1B DEPTH=30 VAE=base LEN=16384 CHECK=2048
   HEADS=12 HD=128 F=16 H=64 W=64 SF=21 SH=60 SW=104 VS=256
 fi
 
@@ -72,12 +72,20 @@ if ! $PY -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"
   echo "$PACKED failed its check: using $MASK"; PACKED=$MASK
 fi
 step attention_tests "${T_TESTS:-60}" $PY -m pytest -q -p no:cacheprovider tests/models/test_dit.py -k "attention_paths or packed_layout"
-step dit_packed "${T_DIT1:-150}" $PY -m benchmarks.dit_step --preset $PRESET --depth $DEPTH --frames $F --height $H --width $W \
-  --batch 1 --dtype bfloat16 --attention $PACKED --steps 5 --no-diffusers --profile /tmp/gpu_suite_profile
-step dit_mask "${T_DIT2:-110}" $PY -m benchmarks.dit_step --preset $PRESET --depth $DEPTH --frames $F --height $H --width $W \
-  --batch 1 --dtype bfloat16 --attention $MASK --steps 5 --no-diffusers
-step sample "${T_SAMPLE:-80}" $PY -m benchmarks.sample --preset $PRESET --depth $DEPTH --frames $SF --height $SH --width $SW \
+# Without remat a 1.4B DiT at 16k tokens needs 166 GiB (measured); "dots" keeps matmul outputs only.
+REMAT=${REMAT:-dots}
+dit() {  # dit NAME LIMIT ATTENTION REMAT [extra args]
+  local name=$1 limit=$2 attn=$3 remat=$4; shift 4
+  step "$name" "$limit" $PY -m benchmarks.dit_step --preset $PRESET --depth $DEPTH --frames $F --height $H --width $W \
+    --batch 1 --dtype bfloat16 --attention "$attn" --remat "$remat" --steps 5 --no-diffusers "$@"
+}
+dit dit_packed "${T_DIT1:-150}" $PACKED $REMAT --profile /tmp/gpu_suite_profile || true
+if ! grep -q '"remat": "'$REMAT'", .*"attention": "'$PACKED'"\|"attention": "'$PACKED'", "remat": "'$REMAT'"' "$OUT_DIR/results.jsonl"; then
+  dit dit_packed_full "${T_DIT1:-150}" $PACKED full
+fi
+[ "${SKIP_MASK:-0}" = 1 ] || dit dit_mask "${T_DIT2:-110}" $MASK $REMAT
+[ "${SKIP_SAMPLE:-0}" = 1 ] || step sample "${T_SAMPLE:-80}" $PY -m benchmarks.sample --preset $PRESET --depth $DEPTH --frames $SF --height $SH --width $SW \
   --steps 4 --repeats 2 --cfg 5.0 --dtype bfloat16 --attention $PACKED --no-diffusers
-step vae "${T_VAE:-60}" $PY -m benchmarks.vae --config $VAE --frames 17 --height $VS --width $VS \
+[ "${SKIP_VAE:-0}" = 1 ] || step vae "${T_VAE:-60}" $PY -m benchmarks.vae --config $VAE --frames 17 --height $VS --width $VS \
   --rounds 1 --repeats 3 --skip-memory --skip-tiling
 echo "=== done in ${SECONDS}s"

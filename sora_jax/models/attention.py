@@ -113,18 +113,42 @@ def packed_layout(segment_ids: jax.Array, max_segments: int = MAX_PACKED_SEGMENT
     return jnp.concatenate([offsets, pad], axis=1), jnp.where(used, lengths, -1)
 
 
+@jax.custom_vjp
+def _zero_grad_outside(x: jax.Array, inside: jax.Array) -> jax.Array:
+    """Identity on `x (B, L, H, D)`; its gradient is zeroed where `inside (B, L)` is False."""
+    return x
+
+
+def _zero_grad_outside_fwd(x, inside):
+    return x, inside
+
+
+def _zero_grad_outside_bwd(inside, g):
+    return jnp.where(inside[:, :, None, None], g, 0).astype(g.dtype), None
+
+
+_zero_grad_outside.defvjp(_zero_grad_outside_fwd, _zero_grad_outside_bwd)
+
+
 def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
-    """cuDNN flash attention over packed segments: only blocks inside a segment are computed."""
+    """cuDNN flash attention over packed segments: only blocks inside a segment are computed.
+
+    The kernel leaves the output and the q/k/v gradients of tokens outside every segment (padding)
+    unwritten, so those are zeroed here: NaN there would reach the parameters through 0 * NaN.
+    """
     from jax._src.cudnn.fused_attention_stablehlo import MaskType  # noqa: PLC0415
     from jax._src.cudnn.fused_attention_stablehlo import dot_product_attention as cudnn_attention  # noqa: PLC0415
 
     q_offsets, q_lengths = packed_layout(q_segment_ids)
     kv_offsets, kv_lengths = packed_layout(kv_segment_ids)
+    q_in, kv_in = q_segment_ids > 0, kv_segment_ids > 0
+    query = _zero_grad_outside(query, q_in)
+    key, value = _zero_grad_outside(key, kv_in), _zero_grad_outside(value, kv_in)
     out = cudnn_attention(
         query, key, value, None, None, q_lengths, kv_lengths, q_offsets, kv_offsets,
         scale=query.shape[-1] ** -0.5, mask_type=MaskType.PADDING, qkv_layout="BTNH",
     )  # (B, Lq, H, D); rows outside every segment are undefined
-    return jnp.where((q_segment_ids > 0)[:, :, None, None], out, 0).astype(query.dtype)
+    return jnp.where(q_in[:, :, None, None], out, 0).astype(query.dtype)
 
 
 def reference_attention(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
