@@ -16,14 +16,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import hardware
-from sora_jax.models.attention import attention, reference_attention
+from benchmarks.common import hardware, top_device_ops
+from sora_jax.models import attention as attention_lib
+from sora_jax.models.attention import reference_attention
+
+VARIANTS = {  # kernel variants compared here but not offered to models
+    "cudnn_packed_bnth": lambda q, k, v, qi, ki: attention_lib._cudnn_packed(q, k, v, qi, ki, layout="BNTH"),  # noqa: SLF001
+}
+
+
+def attention(q, k, v, q_ids, kv_ids, implementation):
+    """The model's dispatch point, or one of `VARIANTS`."""
+    if implementation in VARIANTS:
+        return VARIANTS[implementation](q, k, v, q_ids, kv_ids)
+    return attention_lib.attention(q, k, v, q_ids, kv_ids, implementation)
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16, "float32": jnp.float32}
 
@@ -64,7 +77,7 @@ def errors(implementation: str, q, k, v, ids) -> dict:
 
 
 def time_fwd_bwd(implementation: str, length: int, segments: int, heads: int, head_dim: int, dtype,
-                 repeats: int) -> float:
+                 repeats: int, profile_dir: str | None = None):
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(1, length, heads, head_dim)), dtype) for _ in range(3))
     ids = jnp.asarray(np.repeat(np.arange(1, segments + 1), length // segments)[None].astype(np.int32))
@@ -81,7 +94,11 @@ def time_fwd_bwd(implementation: str, length: int, segments: int, heads: int, he
         start = time.perf_counter()
         jax.block_until_ready(step(q, k, v))
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    if not profile_dir:
+        return float(np.median(times)), None
+    with jax.profiler.trace(profile_dir):
+        jax.block_until_ready(step(q, k, v))
+    return float(np.median(times)), top_device_ops(profile_dir, 8)
 
 
 def main(argv=None) -> dict:
@@ -94,6 +111,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--check-length", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--implementations", default="auto")
+    parser.add_argument("--profile", default=None, help="trace one more step of each here; report top ops")
     args = parser.parse_args(argv)
     if args.length % args.segments:
         raise SystemExit(f"--length {args.length} must be a multiple of --segments {args.segments}")
@@ -109,8 +127,11 @@ def main(argv=None) -> dict:
         entry = {}
         try:
             entry["max_abs_error"] = errors(implementation, *check)
-            seconds = time_fwd_bwd(implementation, args.length, args.segments, args.heads, args.head_dim, dtype,
-                                   args.repeats)
+            profile = args.profile and os.path.join(args.profile, implementation)
+            seconds, top = time_fwd_bwd(implementation, args.length, args.segments, args.heads, args.head_dim, dtype,
+                                        args.repeats, profile)
+            if top:
+                entry["top_ops_ms"] = top
             entry["fwd_bwd_ms"] = round(seconds * 1e3, 3)
             entry["useful_tflops"] = round(3.5 * fwd_flops / seconds / 1e12, 2)
         except Exception as error:  # noqa: BLE001 - a kernel the platform lacks is reported, not fatal
