@@ -237,7 +237,7 @@ def target_config(c: ml_collections.ConfigDict, target: Target, attention: str |
     if attention is not None:
         overrides["attention"] = attention
     elif overrides.get("attention", "auto") == "auto":
-        overrides["attention"] = {"gpu": "cudnn", "tpu": "splash"}.get(target.platform, "flash_xla")
+        overrides["attention"] = f"auto:{target.platform}" if target.platform in ("gpu", "tpu") else "flash_xla"
     c.model.overrides = overrides
     return c
 

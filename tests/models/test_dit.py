@@ -12,7 +12,7 @@ from flax import nnx
 from sora_jax import parallel
 from sora_jax.diffusion.flow import FlowConfig, flow_loss
 from sora_jax.diffusion.rows import latent_segment, pack_rows, unpack_rows
-from sora_jax.models.attention import attention, packed_layout, reference_attention
+from sora_jax.models.attention import attention, packed_layout, reference_attention, resolve
 from sora_jax.models.dit.config import get_dit_config
 from sora_jax.models.dit.rope import apply_rope, rope_angles
 from sora_jax.models.text_to_video import TextToVideo
@@ -258,3 +258,16 @@ def test_splash_runs_per_shard_under_a_mesh():
     with pytest.raises(ValueError, match="ring attention"):
         with parallel.use_mesh_rules(mesh, parallel.get_rules("fsdp_tp_sp")):
             attention(q, k, v, ids, ids, "splash_interpret")
+
+
+def test_auto_attention_picks_by_backend_dtype_and_key_length():
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    assert resolve("auto:gpu", bf16, 16384, 16384) == "cudnn_packed"  # long self-attention
+    assert resolve("auto:gpu", bf16, 16384, 256) == "xla"  # text cross-attention: dense scores are small
+    assert resolve("auto:gpu", f32, 1024, 1024) == "xla"  # cuDNN takes no float32
+    assert resolve("auto:gpu", f32, 16384, 16384) == "flash_xla"  # ... nor dense 16k x 16k scores
+    assert resolve("auto:tpu", f32, 16384, 256) == "splash"
+    assert resolve("auto:cpu", bf16, 16384, 16384) == "flash_xla"
+    assert resolve("cudnn", f32, 8, 8) == "cudnn"  # an explicit choice is kept
+    with pytest.raises(ValueError, match="unknown attention implementation"):
+        resolve("auto:npu")
