@@ -24,19 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import hardware, top_device_ops
-from sora_jax.models import attention as attention_lib
-from sora_jax.models.attention import reference_attention
-
-VARIANTS = {  # kernel variants compared here but not offered to models
-    "cudnn_packed_bnth": lambda q, k, v, qi, ki: attention_lib._cudnn_packed(q, k, v, qi, ki, layout="BNTH"),  # noqa: SLF001
-}
-
-
-def attention(q, k, v, q_ids, kv_ids, implementation):
-    """The model's dispatch point, or one of `VARIANTS`."""
-    if implementation in VARIANTS:
-        return VARIANTS[implementation](q, k, v, q_ids, kv_ids)
-    return attention_lib.attention(q, k, v, q_ids, kv_ids, implementation)
+from sora_jax.models.attention import attention, reference_attention
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16, "float32": jnp.float32}
 

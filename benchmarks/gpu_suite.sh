@@ -79,9 +79,11 @@ dit() {  # dit NAME LIMIT ATTENTION REMAT [extra args]
   step "$name" "$limit" $PY -m benchmarks.dit_step --preset $PRESET --depth $DEPTH --frames $F --height $H --width $W \
     --batch 1 --dtype bfloat16 --attention "$attn" --remat "$remat" --steps 5 --no-diffusers "$@"
 }
-dit dit_packed "${T_DIT1:-150}" $PACKED $REMAT --profile /tmp/gpu_suite_profile || true
-if ! grep -q '"remat": "'$REMAT'", .*"attention": "'$PACKED'"\|"attention": "'$PACKED'", "remat": "'$REMAT'"' "$OUT_DIR/results.jsonl"; then
-  dit dit_packed_full "${T_DIT1:-150}" $PACKED full
+# `auto`: cudnn_packed self-attention and dense XLA for the short text keys (falls back with PACKED).
+DIT_ATTN=auto; [ "$PACKED" = cudnn_packed ] || DIT_ATTN=$PACKED
+dit dit_auto "${T_DIT1:-150}" $DIT_ATTN $REMAT --profile /tmp/gpu_suite_profile || true
+if ! grep -q '"attention": "'$DIT_ATTN'", "remat": "'$REMAT'"' "$OUT_DIR/results.jsonl"; then
+  dit dit_auto_full "${T_DIT1:-150}" $DIT_ATTN full
 fi
 [ "${SKIP_MASK:-0}" = 1 ] || dit dit_mask "${T_DIT2:-110}" $MASK $REMAT
 [ "${SKIP_SAMPLE:-0}" = 1 ] || step sample "${T_SAMPLE:-80}" $PY -m benchmarks.sample --preset $PRESET --depth $DEPTH --frames $SF --height $SH --width $SW \

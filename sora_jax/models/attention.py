@@ -152,11 +152,12 @@ def _zero_grad_outside_bwd(inside, g):
 _zero_grad_outside.defvjp(_zero_grad_outside_fwd, _zero_grad_outside_bwd)
 
 
-def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids, layout: str = "BTNH") -> jax.Array:
+def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array:
     """cuDNN flash attention over packed segments: only blocks inside a segment are computed.
 
     The kernel leaves the output and the q/k/v gradients of tokens outside every segment (padding)
-    unwritten, so those are zeroed here: NaN there would reach the parameters through 0 * NaN.
+    unwritten, so those are zeroed here: NaN there would reach the parameters through 0 * NaN. (The
+    heads-major "BNTH" layout of the same kernel hit an illegal memory access on an H200.)
     """
     from jax._src.cudnn.fused_attention_stablehlo import MaskType  # noqa: PLC0415
     from jax._src.cudnn.fused_attention_stablehlo import dot_product_attention as cudnn_attention  # noqa: PLC0415
@@ -166,14 +167,10 @@ def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids, layout: str 
     q_in, kv_in = q_segment_ids > 0, kv_segment_ids > 0
     query = _zero_grad_outside(query, q_in)
     key, value = _zero_grad_outside(key, kv_in), _zero_grad_outside(value, kv_in)
-    if layout == "BNTH":  # the kernel in heads-major layout (benchmarks compare the two)
-        query, key, value = (x.swapaxes(1, 2) for x in (query, key, value))
     out = cudnn_attention(
         query, key, value, None, None, q_lengths, kv_lengths, q_offsets, kv_offsets,
-        scale=query.shape[-1] ** -0.5, mask_type=MaskType.PADDING, qkv_layout=layout,
+        scale=query.shape[-1] ** -0.5, mask_type=MaskType.PADDING, qkv_layout="BTNH",
     )  # (B, Lq, H, D); rows outside every segment are undefined
-    if layout == "BNTH":
-        out = out.swapaxes(1, 2)
     return jnp.where(q_in[:, :, None, None], out, 0).astype(query.dtype)
 
 
