@@ -12,6 +12,10 @@ from data_pipelines.sources import DecodeOptions
 MODES = ("pixel", "latent")
 CAPTION_KEYS = ("caption", "caption_short")
 
+# Equals sora_jax.models.attention.MAX_PACKED_SEGMENTS (a test keeps them in step; importing it
+# here would pull JAX into config validation).
+MAX_SEGMENTS_PER_ROW = 256
+
 
 def get_data_config() -> ml_collections.ConfigDict:
     """Defaults for the Grain pipeline (pixel mode, tiny sizes); experiments override fields."""
@@ -77,7 +81,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _validate_text_encoder(c.get("text_encoder", "tiny"), c.max_text_tokens)
     need(0.0 <= c.short_caption_prob <= 1.0, "short_caption_prob must be in [0, 1]")
     need(0.0 <= c.known_first_frame_prob <= 1.0, "known_first_frame_prob must be in [0, 1]")
-    need(c.max_segments_per_row >= 1, "max_segments_per_row must be at least 1")
+    need(1 <= c.max_segments_per_row <= MAX_SEGMENTS_PER_ROW,
+         f"max_segments_per_row must be in 1..{MAX_SEGMENTS_PER_ROW} (cuDNN's packed attention layout holds "
+         f"that many segments a row), got {c.max_segments_per_row}")
     need(c.packing in ("best_fit", "first_fit"), f"packing must be best_fit or first_fit, got {c.packing!r}")
     need(c.packing_bins >= 1 and c.batch_size >= 1, "packing_bins and batch_size must be at least 1")
     need(c.num_epochs is None or c.num_epochs >= 1, "num_epochs must be None (forever) or at least 1")

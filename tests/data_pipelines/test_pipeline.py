@@ -154,6 +154,15 @@ def test_bad_config_values_are_named(tiny_shapes_world):
         pipeline.build(make_config(["/nonexistent/dir"]))
     with pytest.raises(ValueError, match="process_index"):
         pipeline.build(make_config([tiny_shapes_world]), process_index=2, process_count=2)
+    with pytest.raises(ValueError, match="max_segments_per_row must be in 1..256"):
+        pipeline.build(make_config([tiny_shapes_world], max_segments_per_row=257))
+
+
+def test_row_segment_bound_matches_the_packed_attention_layout():
+    from data_pipelines.config import MAX_SEGMENTS_PER_ROW  # noqa: PLC0415
+    from sora_jax.models.attention import MAX_PACKED_SEGMENTS  # noqa: PLC0415
+
+    assert MAX_SEGMENTS_PER_ROW == MAX_PACKED_SEGMENTS
 
 
 def test_known_first_frames_for_image_to_video(tiny_shapes_world):
