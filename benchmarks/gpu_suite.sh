@@ -2,8 +2,8 @@
 # The GPU checks in one short run (an H100/H200 lent for minutes): cuDNN attention correctness, the
 # attention kernels' speed, DiT train-step MFU at ~1.3B parameters and 16k tokens per row in bf16,
 # sampling latency at 480p x 81 frames, and base-VAE frames/s. Each step has its own time limit and
-# appends its JSON line to OUT_DIR/results.jsonl as it finishes (stderr to OUT_DIR/errors.log), so a
-# slow or failing step costs only itself.
+# appends its JSON line to OUT_DIR/results.jsonl as it finishes (everything else to OUT_DIR/errors.log),
+# so a slow or failing step costs only itself.
 #
 #   OUT_DIR=/tmp/gpu bash benchmarks/gpu_suite.sh
 #   DRY=1 OUT_DIR=/tmp/gpu bash benchmarks/gpu_suite.sh   # the same steps at toy sizes, on CPU
@@ -22,7 +22,8 @@ step() {  # step NAME SECONDS COMMAND...
   echo "=== $name" >> "$OUT_DIR/errors.log"
   timeout -k 5 "$limit" "$@" > /tmp/gpu_suite_step.out 2>> "$OUT_DIR/errors.log"
   local rc=$?
-  cat /tmp/gpu_suite_step.out >> "$OUT_DIR/results.jsonl"
+  grep '^{' /tmp/gpu_suite_step.out >> "$OUT_DIR/results.jsonl"  # JSON lines only
+  grep -v '^{' /tmp/gpu_suite_step.out >> "$OUT_DIR/errors.log"
   echo "=== $name rc=$rc in $((SECONDS - start))s"
   tail -c 3000 /tmp/gpu_suite_step.out
   [ $rc -eq 0 ] || tail -n 12 "$OUT_DIR/errors.log" | cut -c1-300
@@ -72,6 +73,9 @@ if ! $PY -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"
   echo "$PACKED failed its check: using $MASK"; PACKED=$MASK
 fi
 step attention_tests "${T_TESTS:-60}" $PY -m pytest -q -p no:cacheprovider tests/models/test_dit.py -k "attention_paths or packed_layout"
+# The model, diffusion and generation tests on the GPU backend (numerics the CPU suite never sees).
+[ "${SKIP_GPU_TESTS:-0}" = 1 ] || step gpu_tests "${T_GPU_TESTS:-150}" $PY -m pytest -q -p no:cacheprovider \
+  tests/models tests/diffusion -m "not slow"
 # Without remat a 1.4B DiT at 16k tokens needs 166 GiB (measured); "dots" keeps matmul outputs only.
 REMAT=${REMAT:-dots}
 dit() {  # dit NAME LIMIT ATTENTION REMAT [extra args]
