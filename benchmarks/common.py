@@ -1,8 +1,11 @@
-"""What every benchmark shares: the dataset it runs on and the hardware line it reports."""
+"""What every benchmark shares: the dataset it runs on, the hardware line it reports, profile summaries."""
 from __future__ import annotations
 
+import collections
+import glob
 import os
 import platform
+import sys
 import tempfile
 
 
@@ -15,7 +18,6 @@ def hardware() -> str:
     except (OSError, StopIteration):
         pass
     host = f"{cpu}, {len(os.sched_getaffinity(0))} cores"
-    import sys  # noqa: PLC0415
     jax = sys.modules.get("jax")  # only when the benchmark already uses JAX
     if jax is not None and jax.default_backend() != "cpu":
         devices = jax.devices()
@@ -29,9 +31,6 @@ def top_device_ops(trace_dir: str, count: int = 20) -> list[tuple[str, float]]:
     Reads the trace's XSpace through `jax.profiler.ProfileData`: device planes (GPU/TPU kernels) when
     there are any, else the host's XLA op lines (CPU).
     """
-    import glob  # noqa: PLC0415
-    import collections  # noqa: PLC0415
-
     import jax  # noqa: PLC0415
 
     paths = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
