@@ -66,6 +66,8 @@ def errors(implementation: str, q, k, v, ids) -> dict:
 
 def time_fwd_bwd(implementation: str, length: int, segments: int, heads: int, head_dim: int, dtype,
                  repeats: int, profile_dir: str | None = None):
+    """Median seconds of a jitted fwd+bwd over one row of equal segments, and with `profile_dir`
+    the costliest ops of one more traced call (else None)."""
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(1, length, heads, head_dim)), dtype) for _ in range(3))
     ids = jnp.asarray(np.repeat(np.arange(1, segments + 1), length // segments)[None].astype(np.int32))

@@ -51,7 +51,7 @@ def top_device_ops(trace_dir: str, count: int = 20) -> list[tuple[str, float]]:
         for plane in (p for p in planes if p.name == "/host:CPU"):
             for line in (line for line in plane.lines if line.name.startswith("tf_XLA")):
                 for event in line.events:
-                    if "::" not in event.name:
+                    if "::" not in event.name and not event.name.startswith("end: "):  # async op ends
                         totals[event.name] += event.duration_ns / 1e6
     return [(name, round(ms, 3)) for name, ms in totals.most_common(count)]
 

@@ -126,13 +126,17 @@ def packed_layout(segment_ids: jax.Array, max_segments: int = MAX_PACKED_SEGMENT
     Returns `offsets (B, M + 1)` (each segment's first index) and `lengths (B, M)` (its token count),
     both -1 for segment ids a row does not use.
     """
-    member = segment_ids[:, :, None] == jnp.arange(1, max_segments + 1, dtype=segment_ids.dtype)  # (B, L, M)
-    lengths = jnp.sum(member, axis=1, dtype=jnp.int32)  # (B, M)
-    starts = jnp.argmax(member, axis=1).astype(jnp.int32)  # (B, M): first True (0 when unused)
+    positions = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)
+
+    def one_row(ids):  # O(L) scatters; ids above max_segments fall outside and are dropped
+        lengths = jax.ops.segment_sum(jnp.ones_like(positions), ids, num_segments=max_segments + 1)
+        starts = jax.ops.segment_min(positions, ids, num_segments=max_segments + 1)
+        return starts[1:], lengths[1:]  # (M,) each; index 0 is padding
+
+    starts, lengths = jax.vmap(one_row)(segment_ids)  # (B, M) each
     used = lengths > 0
-    offsets = jnp.where(used, starts, -1)
     pad = jnp.full((segment_ids.shape[0], 1), -1, jnp.int32)
-    return jnp.concatenate([offsets, pad], axis=1), jnp.where(used, lengths, -1)
+    return jnp.concatenate([jnp.where(used, starts, -1), pad], axis=1), jnp.where(used, lengths, -1)
 
 
 @jax.custom_vjp
@@ -163,7 +167,8 @@ def _cudnn_packed(query, key, value, q_segment_ids, kv_segment_ids) -> jax.Array
     from jax._src.cudnn.fused_attention_stablehlo import dot_product_attention as cudnn_attention  # noqa: PLC0415
 
     q_offsets, q_lengths = packed_layout(q_segment_ids)
-    kv_offsets, kv_lengths = packed_layout(kv_segment_ids)
+    kv_offsets, kv_lengths = (  # self-attention: the same ids, laid out once
+        (q_offsets, q_lengths) if kv_segment_ids is q_segment_ids else packed_layout(kv_segment_ids))
     q_in, kv_in = q_segment_ids > 0, kv_segment_ids > 0
     query = _zero_grad_outside(query, q_in)
     key, value = _zero_grad_outside(key, kv_in), _zero_grad_outside(value, kv_in)
