@@ -16,6 +16,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import time
 
 import jax
@@ -46,8 +47,9 @@ def packed_batch(shapes, batch: int, seq_len: int, channels: int, patch) -> dict
 
 
 def time_ours(config, batch: dict, steps: int, profile_dir: str | None = None):
-    """Median seconds of our jitted train step (after compile and one warm-up step), and the
-    parameter count, and with `profile_dir` the costliest ops of two more traced steps (else None)."""
+    """Median seconds of our jitted train step (after compile and one warm-up step), the parameter
+    count, with `profile_dir` the costliest ops of two more traced steps (else None), and the cuDNN
+    attention calls in the lowered step (`forward` counts a remat recomputation in the backward)."""
     mesh, rules = parallel.make_mesh({"data": -1}), parallel.get_rules("dp")
     tx = optax.adamw(1e-4)
     graphdef, state, shardings = train_step.create_train_state(
@@ -69,7 +71,10 @@ def time_ours(config, batch: dict, steps: int, profile_dir: str | None = None):
                 state, metrics = step(state, device_batch, jax.random.key(100 + i))
             jax.block_until_ready(metrics["loss"])
         top_ops = top_device_ops(profile_dir, 25)
-    return float(np.median(times[2:])), params, top_ops
+    hlo = step.lower(state, device_batch, jax.random.key(0)).as_text()  # scanned: one layer's calls
+    calls = re.findall(r"__cudnn\$fmha(\w*)", hlo)  # StableHLO: custom_call @__cudnn$fmhaSoftmax...
+    kernels = {"forward": sum(not c.endswith("Backward") for c in calls), "backward": sum(c.endswith("Backward") for c in calls)}
+    return float(np.median(times[2:])), params, top_ops, kernels
 
 
 def time_diffusers(config, frames: int, height: int, width: int, batch: int, steps: int):
@@ -113,7 +118,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--attention", default="auto")
-    parser.add_argument("--remat", default="none", help="DiT remat policy (none, full, dots, dots_no_batch)")
+    parser.add_argument("--remat", default="none", help="DiT remat policy (none, full, dots, dots_no_batch, dots_attention)")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--profile", default=None, help="trace 2 extra single-clip steps here; report top ops")
@@ -129,8 +134,8 @@ def main(argv=None) -> dict:
     quarter = (args.frames, args.height // 2, args.width // 2)  # 4 clips of a quarter the tokens each
     packed = packed_batch([quarter] * 4, args.batch, tokens, config.in_channels, config.patch)
 
-    ours_s, ours_params, top_ops = time_ours(config, single, args.steps, args.profile)
-    packed_s, _, _ = time_ours(config, packed, args.steps)
+    ours_s, ours_params, top_ops, kernels = time_ours(config, single, args.steps, args.profile)
+    packed_s, _, _, _ = time_ours(config, packed, args.steps)
     flops_single = train_step_flops(config, [([tokens], [TEXT_TOKENS])] * args.batch)
     flops_packed = train_step_flops(config, [([tokens // 4] * 4, [TEXT_TOKENS] * 4)] * args.batch)
     peak = args.peak_tflops or {"gpu": 989.0}.get(jax.default_backend())
@@ -146,6 +151,8 @@ def main(argv=None) -> dict:
     }
     if args.profile:
         result["top_ops_ms_per_2_steps"] = top_ops
+    if any(kernels.values()):
+        result["cudnn_attention_calls_per_layer"] = kernels
     if not args.no_diffusers:
         theirs_s, theirs_params, reason = time_diffusers(config, args.frames, args.height, args.width, args.batch, args.steps)
         result["diffusers_params"] = theirs_params

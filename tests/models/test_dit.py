@@ -222,10 +222,54 @@ def test_remat_and_layer_loop_do_not_change_the_math():
         return fn(params)
 
     base_loss, base_grads = loss_and_grads(make_model())
-    remat_loss, remat_grads = loss_and_grads(make_model(remat="full"))
-    assert abs(float(remat_loss) - float(base_loss)) < 1e-6
-    for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(base_grads)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    for policy in ("full", "dots_attention"):
+        remat_loss, remat_grads = loss_and_grads(make_model(remat=policy))
+        assert abs(float(remat_loss) - float(base_loss)) < 1e-6
+        for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(base_grads)):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_dots_attention_policy_keeps_attention_kernel_outputs():
+    """`dots_attention` keeps a fused attention kernel's forward outputs for its backward (here a
+    Pallas kernel in interpret mode with a hand-written VJP, as the attention kernels have): the
+    gradient runs the forward kernel once; under `dots` the backward runs it a second time."""
+    from jax.experimental import pallas as pl  # noqa: PLC0415
+
+    from sora_jax.models.dit.model import REMAT  # noqa: PLC0415
+
+    def kernel(x_ref, out_ref, stats_ref):
+        out_ref[...] = jnp.exp(x_ref[...])
+        stats_ref[...] = jnp.cos(x_ref[...])
+
+    def forward_kernel(h):
+        shape = jax.ShapeDtypeStruct(h.shape, h.dtype)
+        return pl.pallas_call(kernel, out_shape=(shape, shape), interpret=True)(h)
+
+    @jax.custom_vjp
+    def fused(h):
+        return forward_kernel(h)[0]
+
+    def fused_fwd(h):
+        out, stats = forward_kernel(h)
+        return out, (out, stats)  # the backward reads the output and the statistics
+
+    fused.defvjp(fused_fwd, lambda res, g: (g * res[0] * res[1],))
+
+    def block(x, w):
+        return jnp.sum(jnp.sin(fused(x @ w)))
+
+    x, w = jax.random.normal(jax.random.key(0), (2, 8, 8))
+
+    def forward_kernel_runs(policy):
+        grad = jax.grad(jax.checkpoint(block, policy=REMAT[policy]), argnums=(0, 1))
+        return str(jax.make_jaxpr(grad)(x, w)).count("pallas_call")
+
+    assert forward_kernel_runs("dots") == 2
+    assert forward_kernel_runs("dots_attention") == 1
+    expected = jax.grad(block, argnums=(0, 1))(x, w)
+    got = jax.grad(jax.checkpoint(block, policy=REMAT["dots_attention"]), argnums=(0, 1))(x, w)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_bfloat16_compute_tracks_float32():

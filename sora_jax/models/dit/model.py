@@ -19,10 +19,24 @@ from sora_jax.models.dit.rope import rope_angles
 from sora_jax.parallel import constrain
 
 MAX_DISTINCT_TIMES = 16  # time-MLP evaluations per row; a row of S segments has at most S + 1 distinct times
+# Forward primitives of fused attention kernels whose outputs (attention output and softmax
+# statistics: what their backward reads) the `dots_attention` policy keeps: cuDNN's (GPU) and any
+# Pallas kernel (TPU splash). Under `dots` they are recomputed in the backward pass, which re-runs
+# the attention forward kernel, the costliest part of a long-sequence step.
+ATTENTION_FORWARD_PRIMITIVES = ("dot_product_attention_fwd_wrapper", "pallas_call")
+
+
+def dots_and_attention_saveable(prim, *args, **params) -> bool:
+    """Remat policy: keep matmul/conv outputs and fused attention kernels' forward outputs."""
+    return (jax.checkpoint_policies.checkpoint_dots(prim, *args, **params)
+            or prim.name in ATTENTION_FORWARD_PRIMITIVES)
+
+
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "dots_attention": dots_and_attention_saveable,
 }
 
 
