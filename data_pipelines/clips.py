@@ -14,6 +14,7 @@ import functools
 
 import grain
 import numpy as np
+from absl import flags
 from PIL import Image
 
 from data_pipelines.sources import DecodeOptions, clip_decoder, open_source
@@ -29,12 +30,13 @@ class ClipBatchConfig:
     batch_size: int = 4
     seed: int = 0
     num_epochs: int | None = None
+    worker_count: int = 0  # Grain worker processes decoding and cropping (0 = in the training process)
 
     def __post_init__(self):
         if not self.sources:
             raise ValueError("clip batches need at least one source")
-        if self.frames < 1 or self.size < 8 or self.batch_size < 1:
-            raise ValueError(f"frames >= 1, size >= 8 and batch_size >= 1 required, got {self}")
+        if self.frames < 1 or self.size < 8 or self.batch_size < 1 or self.worker_count < 0:
+            raise ValueError(f"frames >= 1, size >= 8, batch_size >= 1 and worker_count >= 0 required, got {self}")
 
 
 def _fit(frame: np.ndarray, size: int) -> np.ndarray:
@@ -98,7 +100,10 @@ def build_clip_batches(c: ClipBatchConfig, split: str = "train", process_index: 
     """Grain IterDataset of `{"video": (B, frames, size, size, 3), "image": (B, 1, size, size, 3)}` uint8.
 
     A source is a built clip dataset (path or spec) or `"photos"`: camera clips over the sample
-    photographs of scikit-image and scikit-learn (train and validation use different photos)."""
+    photographs of scikit-image and scikit-learn (train and validation use different photos).
+    With `worker_count > 0`, that many processes decode and crop: the same crops (each element's
+    randomness comes from its index), batched in a different, still deterministic order. In-process, an accelerator outruns the
+    loader: the tiny VAE trained at 7.5 steps/s of 32 crops on an H200, its GPU mostly idle."""
     datasets = []
     for index, path in enumerate(c.sources):
         ds = _clip_dataset(path, c, split)[process_index::process_count]
@@ -106,4 +111,9 @@ def build_clip_batches(c: ClipBatchConfig, split: str = "train", process_index: 
         datasets.append(ds)
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets)
     ds = ds.seed(c.seed).random_map(functools.partial(crop_clip, c=c))
-    return ds.to_iter_dataset().batch(c.batch_size, drop_remainder=True)
+    it = ds.to_iter_dataset().batch(c.batch_size, drop_remainder=True)
+    if c.worker_count > 0:
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags; our CLIs use argparse.
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.worker_count))
+    return it

@@ -86,6 +86,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.task == "vae":
         _need(len(c.data.sources) > 0, "data.sources is empty")
         _need(c.data.frames >= 1 and c.data.size >= 8, "data.frames >= 1 and data.size >= 8 required")
+        _need(c.data.get("worker_count", 0) >= 0, "data.worker_count must be >= 0")
         _need(c.loss.l1 >= 0 and c.loss.kl >= 0 and c.loss.gan_weight >= 0, "loss weights must be >= 0")
     if c.task == "dit":
         data_config.validate(c.data)

@@ -57,7 +57,8 @@ class VAETask:
 
     def build_input(self, split: str, rows: int, shard: int, total_shards: int):
         d = self.c.data
-        config = ClipBatchConfig(sources=tuple(d.sources), frames=d.frames, size=d.size, batch_size=rows, seed=d.seed)
+        config = ClipBatchConfig(sources=tuple(d.sources), frames=d.frames, size=d.size, batch_size=rows, seed=d.seed,
+                                 worker_count=d.get("worker_count", 0) if split == "train" else 0)
         batches = build_clip_batches(config, split, shard, total_shards)
         if split != "validation" or d.sources == ["photos"]:
             return batches

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,24 @@ def test_clip_batches_have_fixed_shapes_and_come_from_the_data(tiny_shapes_world
     again = iter(build_clip_batches(c))
     again.set_state(state)
     np.testing.assert_array_equal(next(again)["video"], following["video"])
+
+
+def test_worker_processes_give_the_same_batches(tiny_shapes_world):
+    """Grain workers make the crops the training process would (each element's randomness comes from
+    its index): 2 workers batch elements 0,2,4 / 1,3,5 / ..., so 4 batches hold the same 12 crops."""
+    c = ClipBatchConfig(sources=(tiny_shapes_world,), frames=5, size=32, batch_size=3)
+
+    def crops(config):
+        it = iter(build_clip_batches(config))
+        batches = [next(it) for _ in range(4)]
+        pairs = [(v.tobytes(), i.tobytes()) for b in batches for v, i in zip(b["video"], b["image"])]
+        return pairs, sorted(pairs)
+
+    (inline_order, inline), (worker_order, workers) = crops(c), crops(dataclasses.replace(c, worker_count=2))
+    assert inline == workers and len(set(inline)) == 12
+    assert worker_order == crops(dataclasses.replace(c, worker_count=2))[0]  # deterministic order
+    with pytest.raises(ValueError, match="worker_count"):
+        dataclasses.replace(c, worker_count=-1)
 
 
 def test_crop_keeps_pixels_and_window():

@@ -183,6 +183,11 @@ def test_bad_config_values_fail_before_building(override, match):
         load_config(os.path.join(ROOT, "experiments", "pretrain.py") + ":tiny", [override])
 
 
+def test_bad_vae_data_workers_fail_before_building():
+    with pytest.raises(ValueError, match="data.worker_count must be >= 0"):
+        load_config(os.path.join(ROOT, "experiments", "vae.py") + ":tiny", ["data.worker_count=-2"])
+
+
 def test_finetune_starts_from_the_pretrained_parameters(tmp_path, env, uninterrupted):
     finetune = ["--config.data.sources=['shapes_world:tiny']", "--config.data.seq_len=256",
                 "--config.data.max_tokens_per_clip=256", "--config.data.max_frames=5", "--config.steps=2",
