@@ -66,18 +66,21 @@ if ! smoke > /tmp/gpu_suite_smoke.txt 2>&1; then
 fi
 tail -2 /tmp/gpu_suite_smoke.txt
 
-step attention "${T_ATTN:-80}" $PY -m benchmarks.attention --length $LEN --segments 4 --heads $HEADS --head-dim $HD \
-  --check-length $CHECK --implementations $ATTN
+[ "${SKIP_ATTN:-0}" = 1 ] || step attention "${T_ATTN:-80}" $PY -m benchmarks.attention --length $LEN --segments 4 \
+  --heads $HEADS --head-dim $HD --check-length $CHECK --implementations $ATTN
 # A packed-layout kernel that failed its check falls back to the dense-mask cuDNN call below.
-if ! $PY -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"attention\"' in l][-1]; e=r['implementations']['$PACKED']; sys.exit('error' in e or max(e['max_abs_error'][k] for k in ('out','dq','dk','dv')) > 0.1)" "$OUT_DIR/results.jsonl"; then
+if [ "${SKIP_ATTN:-0}" != 1 ] && ! $PY -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"attention\"' in l][-1]; e=r['implementations']['$PACKED']; sys.exit('error' in e or max(e['max_abs_error'][k] for k in ('out','dq','dk','dv')) > 0.1)" "$OUT_DIR/results.jsonl"; then
   echo "$PACKED failed its check: using $MASK"; PACKED=$MASK
 fi
 # The repo's conftest.py pins JAX_PLATFORMS=cpu (8 simulated devices) unless it is set: set it to the
 # GPU here, or the cuDNN tests skip. Only the cuDNN cases: the float32 XLA cases hold CPU tolerances.
 step attention_tests "${T_TESTS:-60}" env JAX_PLATFORMS=${GPU_PLATFORM:-cuda} $PY -m pytest -q -rs -p no:cacheprovider \
   tests/models/test_dit.py -k "cudnn"
-# Without remat a 1.4B DiT at 16k tokens needs 166 GiB (measured); "dots" keeps matmul outputs only.
-REMAT=${REMAT:-dots}
+# Without remat a 1.4B DiT at 16k tokens needs 166 GiB (measured); "dots" keeps matmul outputs only,
+# "dots_attention" the attention kernels' outputs too (no second forward kernel in the backward).
+# REMATS: the policies to time, the first with a profile.
+REMATS=${REMATS:-dots_attention dots}
+REMAT=${REMATS%% *}
 dit() {  # dit NAME LIMIT ATTENTION REMAT [extra args]
   local name=$1 limit=$2 attn=$3 remat=$4; shift 4
   step "$name" "$limit" $PY -m benchmarks.dit_step --preset $PRESET --depth $DEPTH --frames $F --height $H --width $W \
@@ -85,7 +88,11 @@ dit() {  # dit NAME LIMIT ATTENTION REMAT [extra args]
 }
 # `auto`: cudnn_packed self-attention and dense XLA for the short text keys (falls back with PACKED).
 DIT_ATTN=auto; [ "$PACKED" = cudnn_packed ] || DIT_ATTN=$PACKED
-dit dit_auto "${T_DIT1:-150}" $DIT_ATTN $REMAT --profile /tmp/gpu_suite_profile || true
+PROFILE="--profile /tmp/gpu_suite_profile"
+for remat in $REMATS; do
+  dit dit_auto_$remat "${T_DIT1:-150}" $DIT_ATTN $remat $PROFILE ${DIT_ARGS:-} || true
+  PROFILE=""
+done
 if ! grep -q '"attention": "'$DIT_ATTN'", "remat": "'$REMAT'"' "$OUT_DIR/results.jsonl"; then
   dit dit_auto_full "${T_DIT1:-150}" $DIT_ATTN full
 fi

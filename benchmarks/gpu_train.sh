@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Accelerator-length training runs of the small models, through the real trainer, on a lent GPU:
+# the tiny VAE (`experiments/vae.py:tiny`, whose 30 dB held-out target is hours away on 2 CPU
+# cores) and the tiny captioner (`experiments/caption.py:tiny`), side by side on one GPU for
+# T_TRAIN seconds each. Workdirs (metrics.jsonl with held-out PSNR / caption agreement, config, the
+# last checkpoint) come back as OUT_DIR/<name>.tgz.* for evaluation on this machine:
+#
+#   OUT_DIR=/tmp/gpu bash benchmarks/gpu_train.sh
+#   DRY=1 OUT_DIR=/tmp/gpu bash benchmarks/gpu_train.sh   # a few steps on CPU: checks the script
+#
+# The machine's image lacks the data stack (Grain, TFDS, ArrayRecord, ml_collections, PyAV,
+# tensorboardX): wheels of our pins for its Python are carried in .whl/data/ and installed when
+# missing (see docs/benchmarks.md, "GPU runs").
+set -u
+OUT_DIR=${OUT_DIR:-${OUT:-/tmp/gpu_train}}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+WORK=${WORK:-/tmp/gpu_train_work}
+export SORA_JAX_DATA=${SORA_JAX_DATA:-/tmp/sora_data}
+if [ "${DRY:-0}" = 1 ]; then
+  T_TRAIN=${T_TRAIN:-300} VAE_STEPS=20 VAE_BATCH=8 VAE_EVERY=10 CAP_STEPS=20 CAP_BATCH=4 CAP_EVERY=10 WORKERS=0 WARMUP=5
+else
+  T_TRAIN=${T_TRAIN:-270} VAE_STEPS=${VAE_STEPS:-20000} VAE_BATCH=${VAE_BATCH:-32} VAE_EVERY=2000
+  CAP_STEPS=${CAP_STEPS:-8000} CAP_BATCH=${CAP_BATCH:-16} CAP_EVERY=2000 WORKERS=${WORKERS:-6} WARMUP=200
+fi
+
+has_stack() { $PY -c "import grain, tensorflow_datasets, array_record, ml_collections, av, tensorboardX, tree" 2>/dev/null; }
+if ! has_stack; then
+  echo "installing the carried data stack"
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site_data .whl/data/*.whl
+  export PYTHONPATH=/tmp/site_data${PYTHONPATH:+:$PYTHONPATH}
+  has_stack || { $PY -c "import grain, tensorflow_datasets, array_record, ml_collections, av, tensorboardX, tree"; exit 1; }
+fi
+
+start=$SECONDS
+$PY - <<'EOF' || exit 1
+from data_pipelines.sources import resolve_source
+from sora_jax.caption.data import resolve_caption_source
+print(resolve_source("shapes_world:tiny"), resolve_caption_source("shapes_world_n:tiny:2000"))
+EOF
+echo "=== data built in $((SECONDS - start))s"
+
+rm -rf "$WORK"; mkdir -p "$WORK"
+# Two small models share the GPU: no preallocation, so each takes what it uses.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+train() {  # train NAME CONFIG [overrides...]
+  local name=$1 config=$2; shift 2
+  timeout -k 10 "$T_TRAIN" $PY -m sora_jax.cli train --config "$config" --workdir "$WORK/$name" \
+    --config.progress=False --config.keep_checkpoints=1 "$@" > "$OUT_DIR/$name.log" 2>&1
+  echo "=== $name rc=$? after $((SECONDS - start))s"
+}
+start=$SECONDS
+train vae_tiny experiments/vae.py:tiny --config.steps=$VAE_STEPS --config.global_batch_size=$VAE_BATCH \
+  --config.log_every=$((VAE_EVERY / 10)) --config.eval_every=$VAE_EVERY --config.checkpoint_every=$VAE_EVERY \
+  --config.sample_every=0 --config.data.worker_count=$WORKERS &
+train captioner_tiny experiments/caption.py:tiny --config.steps=$CAP_STEPS --config.global_batch_size=$CAP_BATCH \
+  --config.log_every=$((CAP_EVERY / 10)) --config.eval_every=$CAP_EVERY --config.checkpoint_every=$CAP_EVERY \
+  --config.sample_every=$CAP_EVERY --config.optim.warmup_steps=$WARMUP --config.data.worker_count=$WORKERS &
+wait
+nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null | tail -1
+for name in vae_tiny captioner_tiny; do
+  [ -d "$WORK/$name" ] || continue
+  tail -n 3 "$WORK/$name/metrics.jsonl" 2>/dev/null | cut -c1-400
+  # Files back from a lent machine are at most 16 MiB each: split the archive.
+  tar czf - -C "$WORK" --exclude=tensorboard "$name" | split -b 15m -d - "$OUT_DIR/$name.tgz."
+done
+ls -la "$OUT_DIR"
