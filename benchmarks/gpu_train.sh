@@ -2,8 +2,9 @@
 # Accelerator-length training runs of the small models, through the real trainer, on a lent GPU:
 # the tiny VAE (`experiments/vae.py:tiny`, whose 30 dB held-out target is hours away on 2 CPU
 # cores) and the tiny captioner (`experiments/caption.py:tiny`), side by side on one GPU for
-# T_TRAIN seconds each. Workdirs (metrics.jsonl with held-out PSNR / caption agreement, config, the
-# last checkpoint) come back as OUT_DIR/<name>.tgz.* for evaluation on this machine:
+# T_TRAIN seconds each, on SOURCE (default: Shapes World `tiny` rendered on demand). Workdirs
+# (metrics.jsonl with held-out PSNR / caption agreement, config, the last checkpoint) come back
+# as OUT_DIR/<name>.tgz.* for evaluation on this machine:
 #
 #   OUT_DIR=/tmp/gpu bash benchmarks/gpu_train.sh
 #   DRY=1 OUT_DIR=/tmp/gpu bash benchmarks/gpu_train.sh   # a few steps on CPU: checks the script
@@ -17,6 +18,8 @@ mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/gpu_train_work}
+# Clips rendered on demand (never repeated): with 2,000 stored clips the captioner memorised them.
+SOURCE=${SOURCE:-shapes_world_live:tiny}
 export SORA_JAX_DATA=${SORA_JAX_DATA:-/tmp/sora_data}
 if [ "${DRY:-0}" = 1 ]; then
   T_TRAIN=${T_TRAIN:-300} VAE_STEPS=20 VAE_BATCH=8 VAE_EVERY=10 CAP_STEPS=20 CAP_BATCH=4 CAP_EVERY=10 WORKERS=0 WARMUP=5
@@ -34,10 +37,10 @@ if ! has_stack; then
 fi
 
 start=$SECONDS
-$PY - <<'EOF' || exit 1
-from data_pipelines.sources import resolve_source
+SOURCE=$SOURCE $PY - <<'EOF' || exit 1
+import os
 from sora_jax.caption.data import resolve_caption_source
-print(resolve_source("shapes_world:tiny"), resolve_caption_source("shapes_world_n:tiny:2000"))
+print(resolve_caption_source(os.environ["SOURCE"]))  # builds a finite dataset once; a live one is a spec
 EOF
 echo "=== data built in $((SECONDS - start))s"
 
@@ -53,10 +56,11 @@ train() {  # train NAME CONFIG [overrides...]
 start=$SECONDS
 train vae_tiny experiments/vae.py:tiny --config.steps=$VAE_STEPS --config.global_batch_size=$VAE_BATCH \
   --config.log_every=$((VAE_EVERY / 10)) --config.eval_every=$VAE_EVERY --config.checkpoint_every=$VAE_EVERY \
-  --config.sample_every=0 --config.data.worker_count=$WORKERS &
+  --config.sample_every=0 --config.data.worker_count=$WORKERS "--config.data.sources=['$SOURCE']" &
 train captioner_tiny experiments/caption.py:tiny --config.steps=$CAP_STEPS --config.global_batch_size=$CAP_BATCH \
   --config.log_every=$((CAP_EVERY / 10)) --config.eval_every=$CAP_EVERY --config.checkpoint_every=$CAP_EVERY \
-  --config.sample_every=$CAP_EVERY --config.optim.warmup_steps=$WARMUP --config.data.worker_count=$WORKERS &
+  --config.sample_every=$CAP_EVERY --config.optim.warmup_steps=$WARMUP --config.data.worker_count=$WORKERS \
+  "--config.data.sources=['$SOURCE']" &
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null | tail -1
 for name in vae_tiny captioner_tiny; do

@@ -46,7 +46,11 @@ def resolve_source(spec: str) -> str:
     """A dataset directory from a source spec: a path, or `shapes_world:CONFIG` (built once, cached).
 
     A path may also be the `--out` directory a job wrote one dataset into (`OUT/<name>/<version>`).
+    `shapes_world_live:CONFIG` (rendered on demand, see `shapes_world.live`) has no directory and is
+    returned unchanged for `open_source`.
     """
+    if spec.startswith("shapes_world_live:"):
+        return spec
     if spec.startswith("shapes_world:"):
         from data_pipelines.shapes_world.builder import build  # noqa: PLC0415
 
@@ -61,11 +65,16 @@ def resolve_source(spec: str) -> str:
 def open_source(dataset_dir: str, split: str):
     """Random-access source over one built dataset split; returns `(source, dataset_name)`.
 
-    `dataset_dir` may also be a `resolve_source` spec such as `shapes_world:tiny`. Raises
+    `dataset_dir` may also be a `resolve_source` spec such as `shapes_world:tiny`, or
+    `shapes_world_live:tiny` (clips rendered when read, no end; `shapes_world.live`). Raises
     FileNotFoundError with the path when it is not a built dataset, and ValueError naming the
     available splits when `split` is missing.
     """
     dataset_dir = resolve_source(dataset_dir)
+    from data_pipelines.shapes_world.live import LiveShapesWorld, is_live  # noqa: PLC0415
+
+    if is_live(dataset_dir):
+        return LiveShapesWorld(dataset_dir.split(":", 1)[1], split), "shapes_world"
     if not os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
         raise FileNotFoundError(
             f"{dataset_dir} is not a built dataset (no dataset_info.json); build one with "

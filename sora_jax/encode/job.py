@@ -42,6 +42,7 @@ from tqdm import tqdm
 import tensorflow_datasets as tfds
 
 from data_pipelines.latents import EMBEDDING_FIELDS, LATENT_INFO, write_latents
+from data_pipelines.shapes_world.live import is_live
 from data_pipelines.sources import CLIP_DATASETS, DecodeOptions, clip_decoder, open_source, resolve_source
 from sora_jax.models.vae.chunked import ChunkedVAE
 from sora_jax.models.vae.config import VAEConfig
@@ -270,6 +271,9 @@ def _text_encoder(ec: EncodeConfig) -> tuple[TextEncoder | None, dict | None]:
 def run_encode(ec: EncodeConfig, log=print) -> dict:
     """Runs the three phases (module docstring); returns the report also written to `out/encode_report.json`."""
     started = time.perf_counter()
+    if is_live(ec.data):
+        raise ValueError(f"{ec.data} renders clips on demand and has no end; encode a built dataset "
+                         "(shapes_world:CONFIG, or `sora-jax data build shapes_world --out DIR`)")
     vae, vae_step = load_vae(ec.vae_workdir)
     text_encoder, text_info = _text_encoder(ec)
     dataset_dir = resolve_source(ec.data)
