@@ -102,8 +102,9 @@ def build_clip_batches(c: ClipBatchConfig, split: str = "train", process_index: 
     A source is a built clip dataset (path or spec) or `"photos"`: camera clips over the sample
     photographs of scikit-image and scikit-learn (train and validation use different photos).
     With `worker_count > 0`, that many processes decode and crop: the same crops (each element's
-    randomness comes from its index), batched in a different, still deterministic order. In-process, an accelerator outruns the
-    loader: the tiny VAE trained at 7.5 steps/s of 32 crops on an H200, its GPU mostly idle."""
+    randomness comes from its index), batched in a different, still deterministic order.
+    In-process, an accelerator outruns the loader: the tiny VAE trained at 7.5 steps/s of 32 crops
+    on an H200, its GPU mostly idle."""
     datasets = []
     for index, path in enumerate(c.sources):
         ds = _clip_dataset(path, c, split)[process_index::process_count]

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines.shapes_world.live import LiveShapesWorld, is_live
+
 CLIP_DATASETS = ("shapes_world", "video_folder")
 LATENT_DATASETS = ("latents",)
 
@@ -49,7 +51,7 @@ def resolve_source(spec: str) -> str:
     `shapes_world_live:CONFIG` (rendered on demand, see `shapes_world.live`) has no directory and is
     returned unchanged for `open_source`.
     """
-    if spec.startswith("shapes_world_live:"):
+    if is_live(spec):
         return spec
     if spec.startswith("shapes_world:"):
         from data_pipelines.shapes_world.builder import build  # noqa: PLC0415
@@ -71,8 +73,6 @@ def open_source(dataset_dir: str, split: str):
     available splits when `split` is missing.
     """
     dataset_dir = resolve_source(dataset_dir)
-    from data_pipelines.shapes_world.live import LiveShapesWorld, is_live  # noqa: PLC0415
-
     if is_live(dataset_dir):
         return LiveShapesWorld(dataset_dir.split(":", 1)[1], split), "shapes_world"
     if not os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
