@@ -10,8 +10,16 @@
 #   DRY=1 OUT_DIR=/tmp/gpu bash benchmarks/gpu_train.sh   # a few steps on CPU: checks the script
 #
 # The machine's image lacks the data stack (Grain, TFDS, ArrayRecord, ml_collections, PyAV,
-# tensorboardX): wheels of our pins for its Python are carried in .whl/data/ and installed when
-# missing (see docs/benchmarks.md, "GPU runs").
+# tensorboardX): wheels of our pins for its Python (3.12) go in .whl/data/ (git-ignored) and are
+# installed when missing. Fetch them on a machine with the package registry:
+#
+#   for p in array-record==0.8.6 av==18.1.0 dm-tree==0.1.10 docstring-parser==0.18.0 \
+#       googleapis-common-protos==1.76.0 grain==0.2.18 immutabledict==4.3.1 importlib-resources==7.1.0 \
+#       ml-collections==1.1.0 portpicker==1.6.0 simple-parsing==0.1.9 tensorboardx==2.6.5 \
+#       tensorflow-datasets==4.9.10 tensorflow-metadata==1.21.0 termcolor==3.3.0 toml==0.10.2; do
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl/data $p; done
+#   pip wheel --no-deps -w .whl/data promise==2.3   # sdist only
 set -u
 OUT_DIR=${OUT_DIR:-${OUT:-/tmp/gpu_train}}
 mkdir -p "$OUT_DIR"
