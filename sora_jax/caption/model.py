@@ -2,9 +2,10 @@
 autoregressive text decoder that writes each segment's detailed caption.
 
 Input rows are the DiT's packed rows (`data_pipelines.packing`): many clips per row, each a segment
-of patches with `(t, h, w)` coordinates. The encoder embeds patches linearly, adds nothing positional
-to them, and attends within each segment with 3D RoPE from the coordinates, so any duration,
-resolution and aspect works. Decoder sequence k of a row captions segment k + 1 of that row.
+of patches with `(t, h, w)` coordinates. The encoder embeds patches linearly (or with a conv stem that
+equals a CNN over whole frames, `stem.py`), adds nothing positional to them, and attends within each
+segment with 3D RoPE from the coordinates, so any duration, resolution and aspect works. Decoder
+sequence k of a row captions segment k + 1 of that row.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sora_jax.caption.layers import EncoderBlock, TextDecoder, layer_norm
+from sora_jax.caption.stem import ConvStem
 from sora_jax.models.dit.layers import dense
 from sora_jax.models.dit.rope import rope_angles
 
@@ -31,6 +33,9 @@ class CaptionerConfig:
       max_caption_len: longest caption in tokens, end token included (decoder positions, KV cache).
       dtype: compute dtype ("float32" or "bfloat16"); parameters stay float32.
       attention: implementation for segment-masked attention (`sora_jax.models.attention`).
+      stem: "linear" (one matrix per patch) or "conv" (`stem.ConvStem`, a CNN over whole frames).
+      stem_widths: the conv stem's layer widths (1 + log2 of the patch side of them).
+      patch, channels: patch `(pt, ph, pw)` and channels per pixel (the conv stem's input layout).
     """
 
     patch_dim: int
@@ -45,6 +50,10 @@ class CaptionerConfig:
     dtype: str = "float32"
     attention: str = "auto"
     rope_theta: float = 10000.0
+    stem: str = "linear"
+    stem_widths: tuple[int, ...] = ()
+    patch: tuple[int, int, int] = (1, 1, 1)
+    channels: int = 3
 
     @property
     def head_dim(self) -> int:
@@ -65,7 +74,11 @@ class Captioner(nnx.Module):
         self.config = config
         dtype = jnp.dtype(config.dtype)
         block_args = dict(eps=config.eps, dtype=dtype, implementation=config.attention, rngs=rngs)
-        self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
+        if config.stem == "conv":
+            self.patch_embed = ConvStem(config.patch, config.channels, config.stem_widths, config.dim, dtype=dtype,
+                                        rngs=rngs)
+        else:
+            self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
         self.encoder = nnx.List([EncoderBlock(config.dim, config.heads, config.mlp_dim, **block_args)
                                  for _ in range(config.encoder_depth)])
         self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
@@ -74,7 +87,11 @@ class Captioner(nnx.Module):
 
     def encode(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Memory `(B, L, D)` of packed patches `tokens (B, L, patch_dim)` with `coords (B, L, 3)`."""
-        x = self.patch_embed(tokens.astype(jnp.dtype(self.config.dtype)))  # (B, L, D)
+        tokens = tokens.astype(jnp.dtype(self.config.dtype))
+        if self.config.stem == "conv":
+            x = self.patch_embed(tokens, coords, segment_ids)  # (B, L, D)
+        else:
+            x = self.patch_embed(tokens)  # (B, L, D)
         rope = rope_angles(coords, self.config.head_dim, self.config.rope_theta)  # 2 x (B, L, Dh/2)
         for block in self.encoder:
             x = block(x, segment_ids, rope)  # (B, L, D)

@@ -25,6 +25,7 @@ from sora_jax.caption.model import (
     check_sizes,
     teacher_forcing_inputs,
 )
+from sora_jax.caption.stem import check_stem
 from sora_jax.caption.vocab import CAPTION_TOKENIZERS, caption_tokenizer
 from sora_jax.models.attention import IMPLEMENTATIONS
 from sora_jax.text.tokenizers import get_tokenizer
@@ -43,7 +44,10 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     """The model sizes a run config describes (`c.model`, patch and channels from `c.data`)."""
     channels = 3 if c.data.mode == "pixel" else c.model.in_channels
     patch_dim = int(np.prod(c.data.patch)) * channels
-    return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, **{k: c.model[k] for k in MODEL_FIELDS})
+    # Workdirs written before the conv stem existed have no stem fields: they are linear.
+    stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())))
+    return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
+                           **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
 
 class CaptionTask:
@@ -71,6 +75,9 @@ class CaptionTask:
         _need(m.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {m.dtype!r}")
         _need(m.attention in IMPLEMENTATIONS, f"model.attention must be one of {IMPLEMENTATIONS}")
         _need(d.mode == "pixel" or m.in_channels >= 1, "model.in_channels must be positive in latent mode")
+        _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
+        if m.get("stem", "linear") == "conv":
+            check_stem(d.patch, m.stem_widths)
         _need(d.max_text_tokens >= m.max_caption_len,
               "data.max_text_tokens must be >= model.max_caption_len (captions are cut in the data tokenizer first)")
 

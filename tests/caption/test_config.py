@@ -29,10 +29,13 @@ def test_variants_validate(variant):
     ("model.dtype='float16'", "model.dtype"),
     ("model.attention='magic'", "model.attention"),
     ("data.sources=[]", "sources is empty"),
+    ("model.stem='resnet'", "model.stem must be 'linear' or 'conv'"),
+    ("model.stem='conv' model.stem_widths=(32,64)", r"stem_widths must hold 4 positive widths for 8x8"),
+    ("model.stem='conv' data.patch=(2,8,4)", "square power-of-two patches"),
 ])
 def test_captioner_config_errors_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
-        load_config(f"{CONFIG}:tiny", [override])
+        load_config(f"{CONFIG}:tiny", override.split())
 
 
 @pytest.mark.parametrize("override, message", [

@@ -1,0 +1,137 @@
+"""A convolutional stem over packed patches that equals a CNN run over whole frames.
+
+A linear patch embedding sees each patch alone; a transformer over such tokens has to discover edges
+and corners from attention alone, and on Shapes World it does not within CPU budgets (shape stays
+at chance, docs/caption.md). A small CNN over whole frames learns shape within a few hundred steps
+from the same pixels. This stem gives the captioner that CNN without unpacking rows.
+
+Packed rows hold each clip's patches in raster order over its token grid (`models.dit.patchify`),
+so the patch at `(t, h + dh, w + dw)` of the same segment sits `dh * grid_width + dw` tokens away.
+The first two layers are 3x3 (stride 1, then 2): each runs on every patch's pixel block padded by a
+one-pixel halo copied from the neighbouring patches (zeros at the frame border, where no neighbour
+of the same clip exists), so it computes over the packed row exactly what it computes over the whole
+frame with SAME padding, and nothing leaks between clips of one row. Later layers are 2x2 stride 2,
+which never cross a patch border (they cost a matmul each; 3x3 there doubled the stem's CPU time),
+until one pixel per patch is left: `len(widths) == 1 + log2(patch side)`. The `pt` frames of a patch
+are convolved as separate frames and concatenated before the projection to the model width.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sora_jax.models.dit.layers import dense
+
+# Offsets (dh, dw) of the eight neighbours; index 4 of the 3x3 table is the patch itself.
+_OFFSETS = [(dh, dw) for dh in (-1, 0, 1) for dw in (-1, 0, 1)]
+
+
+def stem_depth(patch_side: int) -> int:
+    """Conv layers a stem over square patches of `patch_side` pixels has (1 + log2 of the side)."""
+    return 1 + int(math.log2(patch_side))
+
+
+def kernel_size(layer: int) -> int:
+    """3x3 for the first two layers (stride 1, then 2), 2x2 stride 2 after (within a patch, no halo)."""
+    return 3 if layer < 2 else 2
+
+
+def check_stem(patch: Sequence[int], widths: Sequence[int]) -> None:
+    """ValueError unless `widths` fits square power-of-two patches `(pt, ph, pw)`."""
+    _, ph, pw = patch
+    if ph != pw or ph < 1 or ph & (ph - 1):
+        raise ValueError(f"config: the conv stem needs square power-of-two patches, got data.patch={tuple(patch)}")
+    if len(widths) != stem_depth(ph) or min(widths, default=0) < 1:
+        raise ValueError(f"config: model.stem_widths must hold {stem_depth(ph)} positive widths for {ph}x{pw} "
+                         f"patches (one stride-1 layer, then one stride-2 layer per halving), got {tuple(widths)}")
+
+
+def neighbour_table(coords: jax.Array, segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Indices `(B, L, 9)` of each token's 3x3 same-frame neighbours and whether each exists.
+
+    A neighbour exists when the token `dh * grid_width + dw` away holds the same segment and the
+    coordinate `(t, h + dh, w + dw)`; padding tokens (segment 0) have none.
+    """
+    length = segment_ids.shape[1]
+    # Each segment's grid width is one more than its largest w coordinate.
+    width_of = jax.vmap(lambda w, s: jax.ops.segment_max(w, s, num_segments=length))(coords[..., 2], segment_ids)
+    grid_width = jnp.take_along_axis(width_of, segment_ids, axis=1) + 1  # (B, L)
+    position = jnp.arange(length)[None]  # (1, L)
+    indices, exists = [], []
+    for dh, dw in _OFFSETS:
+        j = position + dh * grid_width + dw  # (B, L)
+        inside = (j >= 0) & (j < length)
+        j = jnp.clip(j, 0, length - 1)
+        want = coords + jnp.array([0, dh, dw], coords.dtype)  # (B, L, 3)
+        same = (jnp.take_along_axis(segment_ids, j, axis=1) == segment_ids) & (segment_ids > 0)
+        at = jnp.all(jnp.take_along_axis(coords, j[..., None], axis=1) == want, axis=-1)
+        indices.append(j)
+        exists.append(inside & same & at)
+    return jnp.stack(indices, -1), jnp.stack(exists, -1)  # (B, L, 9) x 2
+
+
+def _gather(x: jax.Array, table: tuple[jax.Array, jax.Array], offset: tuple[int, int]) -> jax.Array:
+    """`x (B, L, ...)` of each token's neighbour at `offset`, zero where there is none."""
+    indices, exists = table
+    k = _OFFSETS.index(offset)
+    picked = jax.vmap(lambda a, i: a[i])(x, indices[..., k])  # (B, L, ...)
+    mask = exists[..., k].reshape(exists.shape[:2] + (1,) * (x.ndim - 2))
+    return jnp.where(mask, picked, jnp.zeros((), x.dtype))
+
+
+def with_halo(x: jax.Array, table, *, before: bool) -> jax.Array:
+    """Pixel blocks `x (B, L, F, h, w, C)` padded with the neighbours' edge pixels.
+
+    `before=True` pads one pixel on every side (a stride-1 3x3 conv); `before=False` only below and
+    right, which is where SAME padding of a stride-2 3x3 conv on an even size puts it.
+    """
+    below = _gather(x[:, :, :, :1], table, (1, 0))  # (B, L, F, 1, w, C)
+    right = _gather(x[:, :, :, :, :1], table, (0, 1))  # (B, L, F, h, 1, C)
+    corner = _gather(x[:, :, :, :1, :1], table, (1, 1))  # (B, L, F, 1, 1, C)
+    if not before:
+        middle = jnp.concatenate([x, right], axis=4)
+        return jnp.concatenate([middle, jnp.concatenate([below, corner], axis=4)], axis=3)
+    above = _gather(x[:, :, :, -1:], table, (-1, 0))
+    left = _gather(x[:, :, :, :, -1:], table, (0, -1))
+    rows = [
+        [_gather(x[:, :, :, -1:, -1:], table, (-1, -1)), above, _gather(x[:, :, :, -1:, :1], table, (-1, 1))],
+        [left, x, right],
+        [_gather(x[:, :, :, :1, -1:], table, (1, -1)), below, corner],
+    ]
+    return jnp.concatenate([jnp.concatenate(row, axis=4) for row in rows], axis=3)  # (B, L, F, h+2, w+2, C)
+
+
+class ConvStem(nnx.Module):
+    """Whole-frame CNN over packed patches, then a projection of each patch's features to `dim`."""
+
+    def __init__(self, patch: Sequence[int], channels: int, widths: Sequence[int], dim: int, *, dtype,
+                 rngs: nnx.Rngs):
+        check_stem(patch, widths)
+        self.patch, self.channels, self.dtype = tuple(patch), channels, dtype
+        convs, previous = [], channels
+        for i, width in enumerate(widths):
+            size = kernel_size(i)
+            convs.append(nnx.Conv(previous, width, (size, size), strides=1 if i == 0 else 2, padding="VALID",
+                                  dtype=dtype, rngs=rngs))
+            previous = width
+        self.convs = nnx.List(convs)
+        self.project = dense(patch[0] * previous, dim, (None, "embed"), dtype=dtype, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """Embeddings `(B, L, dim)` of packed patches `tokens (B, L, pt*ph*pw*C)`."""
+        pt, ph, pw = self.patch
+        batch, length = tokens.shape[:2]
+        table = neighbour_table(coords, segment_ids)
+        x = tokens.astype(self.dtype).reshape(batch, length, pt, ph, pw, self.channels)  # (B, L, F, h, w, C)
+        for i, conv in enumerate(self.convs):
+            if kernel_size(i) == 3:
+                x = with_halo(x, table, before=i == 0)
+            _, _, frames, h, w, c = x.shape
+            x = conv(x.reshape(batch * length * frames, h, w, c))
+            x = x.reshape(batch, length, frames, *x.shape[1:])
+            x = jax.nn.gelu(x)
+        return self.project(x.reshape(batch, length, -1))  # (B, L, dim)

@@ -1,0 +1,81 @@
+"""The captioner's conv stem over packed patches equals a CNN over each clip's whole frames."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sora_jax.caption.stem import ConvStem, check_stem, neighbour_table
+from sora_jax.models.dit.patchify import patchify
+
+PATCH = (2, 8, 8)
+WIDTHS = (4, 6, 5, 7)
+
+
+def _whole_frames(stem: ConvStem, clip: np.ndarray) -> np.ndarray:
+    """Reference: the stem's convs over whole frames with SAME padding, then per-patch projection."""
+    x = jnp.asarray(clip)  # (T, H, W, C)
+    for i, conv in enumerate(stem.convs):
+        stride = 1 if i == 0 else 2  # 3x3 then 2x2 kernels: SAME is what the stem means by both
+        x = jax.lax.conv_general_dilated(x, conv.kernel[...], (stride, stride), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias[...]
+        x = jax.nn.gelu(x)
+    tokens, _, _ = patchify(np.asarray(x), (PATCH[0], 1, 1))  # (N, pt * C)
+    return np.asarray(stem.project(jnp.asarray(tokens)))
+
+
+def _row(clips, length):
+    tokens, coords, segments = [], [], []
+    for k, clip in enumerate(clips):
+        t, c, _ = patchify(clip, PATCH)
+        tokens.append(t)
+        coords.append(c)
+        segments.append(np.full(len(t), k + 1, np.int32))
+    pad = length - sum(len(t) for t in tokens)
+    tokens.append(np.full((pad, tokens[0].shape[1]), 0.7, np.float32))  # padding must not leak in
+    coords.append(np.zeros((pad, 3), np.int32))
+    segments.append(np.zeros(pad, np.int32))
+    return np.concatenate(tokens)[None], np.concatenate(coords)[None], np.concatenate(segments)[None]
+
+
+def test_conv_stem_over_packed_patches_equals_whole_frame_cnn():
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-1, 1, shape).astype(np.float32)
+             for shape in [(4, 16, 24, 3), (2, 8, 8, 3), (2, 24, 16, 3), (2, 16, 16, 3)]]
+    stem = ConvStem(PATCH, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    tokens, coords, segments = _row(clips, 40)
+    out = np.asarray(stem(jnp.asarray(tokens), jnp.asarray(coords), jnp.asarray(segments)))[0]  # (L, 16)
+    start = 0
+    for clip in clips:
+        want = _whole_frames(stem, clip)
+        np.testing.assert_allclose(out[start:start + len(want)], want, atol=1e-5, rtol=0)
+        start += len(want)
+
+
+def test_neighbour_table_stays_inside_each_clip():
+    # Two 2x2-token clips side by side in one row: no token may see the other clip or padding.
+    coords = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]] * 2 + [[0, 0, 0]], np.int32)[None]
+    segments = np.array([1, 1, 1, 1, 2, 2, 2, 2, 0], np.int32)[None]
+    indices, exists = (np.asarray(a)[0] for a in neighbour_table(jnp.asarray(coords), jnp.asarray(segments)))
+    assert exists.sum(axis=1).tolist() == [4] * 8 + [0]  # each token: itself and 3 neighbours; padding none
+    for i in range(8):
+        assert set(indices[i][exists[i]] // 4) == {i // 4}
+    assert indices[5, 1 * 3 + 0] == 4 and exists[5, 3] and not exists[4, 3]  # left of (0,0,1) in clip 2 is 4
+
+
+@pytest.mark.parametrize("patch,widths", [((1, 8, 6), (4, 4, 4, 4)), ((1, 6, 6), (4, 4)), ((2, 8, 8), (4, 4, 4))])
+def test_check_stem_names_the_bad_field(patch, widths):
+    with pytest.raises(ValueError, match="patch|stem_widths"):
+        check_stem(patch, widths)
+
+
+def test_captioner_config_reads_the_stem_and_old_workdirs_are_linear():
+    from sora_jax.caption.task import captioner_config
+    from sora_jax.train.config import load_config
+
+    c = load_config("experiments/caption.py:tiny", ["model.stem='conv'"])
+    conv = captioner_config(c, 100)
+    assert (conv.stem, conv.stem_widths, conv.patch, conv.channels) == ("conv", (32, 64, 64, 128), (2, 8, 8), 3)
+    with c.unlocked():
+        del c.model["stem"], c.model["stem_widths"]  # a config.json written before the stem existed
+    assert captioner_config(c, 100).stem == "linear"
