@@ -28,6 +28,8 @@ PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/gpu_train_work}
 # Clips rendered on demand (never repeated): with 2,000 stored clips the captioner memorised them.
 SOURCE=${SOURCE:-shapes_world_live:tiny}
+# Extra captioner overrides: by default the whole-frame conv stem at native resolution (docs/caption.md).
+CAP_ARGS=${CAP_ARGS:---config.model.stem=conv --config.model.stem_widths=(16,32,64,128) --config.data.seq_len=1024 --config.data.max_tokens_per_clip=512}
 export SORA_JAX_DATA=${SORA_JAX_DATA:-/tmp/sora_data}
 if [ "${DRY:-0}" = 1 ]; then
   T_TRAIN=${T_TRAIN:-300} VAE_STEPS=20 VAE_BATCH=8 VAE_EVERY=10 CAP_STEPS=20 CAP_BATCH=4 CAP_EVERY=10 WORKERS=0 WARMUP=5
@@ -68,7 +70,7 @@ train vae_tiny experiments/vae.py:tiny --config.steps=$VAE_STEPS --config.global
 train captioner_tiny experiments/caption.py:tiny --config.steps=$CAP_STEPS --config.global_batch_size=$CAP_BATCH \
   --config.log_every=$((CAP_EVERY / 10)) --config.eval_every=$CAP_EVERY --config.checkpoint_every=$CAP_EVERY \
   --config.sample_every=$CAP_EVERY --config.optim.warmup_steps=$WARMUP --config.data.worker_count=$WORKERS \
-  "--config.data.sources=['$SOURCE']" &
+  "--config.data.sources=['$SOURCE']" $CAP_ARGS &
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null | tail -1
 for name in vae_tiny captioner_tiny; do
