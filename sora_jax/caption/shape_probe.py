@@ -26,6 +26,7 @@ from flax import nnx
 from data_pipelines.shapes_world.render import render_scene
 from data_pipelines.shapes_world.scene import SHAPES, SIZES, sample_scene
 from sora_jax.caption.layers import EncoderBlock
+from sora_jax.models.dit.patchify import grid_coords, patchify
 from sora_jax.models.dit.rope import rope_angles
 
 HELD_OUT_SEED = 900_000_000  # far above any training seed the probe draws
@@ -68,17 +69,16 @@ class Probe(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, height, width, _ = x.shape
-        if self.front == "patch":
-            x = x.reshape(batch, height // PATCH, PATCH, width // PATCH, PATCH, 3).transpose(0, 1, 3, 2, 4, 5)
-            x = x.reshape(batch, height // PATCH, width // PATCH, -1)  # (B, h, w, 192)
+        if self.front == "patch":  # the batch stands in for the time axis of one clip
+            tokens, _, _ = patchify(x, (1, PATCH, PATCH))  # (B * h * w, 192)
+            x = tokens.reshape(batch, height // PATCH, width // PATCH, -1)  # (B, h, w, 192)
         for conv in self.convs:
             x = jax.nn.gelu(conv(x))  # (B, h, w, C)
         if self.head_kind == "attn":
             _, h, w, c = x.shape
             x = self.proj(x.reshape(batch, h * w, c))  # (B, N, 128)
-            hh, ww = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-            coords = jnp.stack([jnp.zeros(h * w, jnp.int32), hh.ravel(), ww.ravel()], -1)
-            rope = rope_angles(jnp.broadcast_to(coords, (batch, h * w, 3)), 32, 10000.0)
+            coords = jnp.broadcast_to(grid_coords((1, h, w)), (batch, h * w, 3))
+            rope = rope_angles(coords, 32, 10000.0)
             segments = jnp.ones((batch, h * w), jnp.int32)
             for block in self.blocks:
                 x = block(x, segments, rope)
