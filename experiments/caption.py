@@ -8,9 +8,11 @@
     python -m sora_jax.caption.upsampler --workdir /tmp/upsampler_tiny --evaluate 500
 
 Variants:
-- `tiny`: CPU. Captioner (dim 128, 3 encoder + 2 decoder blocks, 1.5M parameters) on Shapes World
-  `tiny` in pixel space (patch 1x8x8, 1024-token rows, clips sized to <= 512 tokens), word-level
-  caption vocabulary. See docs/caption.md for the loss, held-out attribute agreement and CPU time
+- `tiny`: CPU. Captioner (dim 128, 3 encoder + 2 decoder blocks, 1.3M parameters) on 2,000 clips of
+  the Shapes World `tiny` mixture in pixel space (patch 2x8x8, 512-token rows, clips sized to <= 256
+  tokens), word-level caption vocabulary, linear patch stem. The conv-stem run on live data in
+  docs/caption.md adds `model.stem=conv`, `data.sources=['shapes_world_live:tiny']`,
+  `data.seq_len=1024`, `data.max_tokens_per_clip=512`. See docs/caption.md for the loss, held-out attribute agreement and CPU time
   it reaches.
 - `base_v5p`, `base_v5e`: pod scale on VAE latents (patch 1x2x2, 16 channels, 4096-token rows),
   dim 768, 12 + 6 blocks, bf16; global batch 256 rows on TPU v5p-32 (FSDP over 16 chips) or
@@ -37,7 +39,7 @@ POD = {
 def _captioner_model(**overrides) -> ml_collections.ConfigDict:
     model = dict(tokenizer="words", dim=128, heads=4, mlp_dim=512, encoder_depth=3, decoder_depth=2,
                  max_caption_len=128, dtype="float32", attention="auto", in_channels=16,
-                 stem="linear", stem_widths=(32, 64, 64, 128))
+                 stem="linear", stem_widths=(16, 32, 64, 128))
     return ml_collections.ConfigDict(model | overrides)
 
 
