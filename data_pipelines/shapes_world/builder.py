@@ -32,6 +32,7 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
     max_side: int = 256
     fps: float = 8.0
     aspects: tuple[float, ...] = ASPECTS
+    max_objects: int = 3  # each clip shows 1 to max_objects objects
 
 
 CONFIGS = (
@@ -53,6 +54,11 @@ CONFIGS = (
         name="large", description="Accelerator-scale training: 64-256 px, 1-65 frames.",
         num_train=50_000, num_validation=1000, short_sides=(64, 96, 128, 160, 192, 256),
         frame_counts=(1, 5, 9, 17, 33, 49, 65), max_side=256,
+    ),
+    ShapesWorldConfig(
+        name="single", description="One object per clip, 48-64 px, 1-17 frames: a curriculum stage for the captioner.",
+        num_train=2000, num_validation=32, short_sides=(48, 64), frame_counts=(1, 9, 17), image_fraction=0.5,
+        max_side=128, max_objects=1,
     ),
 )
 
@@ -111,7 +117,7 @@ class ShapesWorld(tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         for seed in split_seeds(config, split):
             frames, height, width = clip_shape(seed, config)
-            yield seed, generate_clip(seed, frames, height, width, fps=config.fps)
+            yield seed, generate_clip(seed, frames, height, width, fps=config.fps, max_objects=config.max_objects)
 
 
 def build(out_dir: str, config: str = "tiny") -> str:

@@ -41,7 +41,7 @@ class LiveShapesWorld:
     def __getitem__(self, index: int) -> dict:
         seed = self.seeds[int(index)]
         frames, height, width = clip_shape(seed, self.config)
-        return generate_clip(seed, frames, height, width, fps=self.config.fps)
+        return generate_clip(seed, frames, height, width, fps=self.config.fps, max_objects=self.config.max_objects)
 
     def __repr__(self) -> str:
         return f"LiveShapesWorld({self.config.name!r}, {self.split!r}, {len(self)} clips)"

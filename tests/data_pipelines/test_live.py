@@ -51,6 +51,17 @@ def test_live_source_feeds_the_vae_batches():
     assert batch["video"].shape == (2, 5, 32, 32, 3) and batch["video"].std() > 5
 
 
+def test_single_config_shows_one_object_per_clip():
+    """The captioner's curriculum config: every clip one object, at the config's sizes; the same seed
+    under `tiny` (up to 3 objects) shows more than one object often."""
+    single, tiny = LiveShapesWorld("single", "train"), LiveShapesWorld("tiny", "train")
+    counts = [len(json.loads(single[i]["meta"])["objects"]) for i in range(40)]
+    assert counts == [1] * 40
+    assert sum(len(json.loads(tiny[i]["meta"])["objects"]) > 1 for i in range(40)) >= 10
+    shapes = {single[i]["video"].shape for i in range(40)}
+    assert {s[0] for s in shapes} == {1, 9, 17} and min(min(s[1:3]) for s in shapes) >= 48
+
+
 def test_bad_live_specs_are_named():
     with pytest.raises(ValueError, match="known configs"):
         LiveShapesWorld("huge", "train")
