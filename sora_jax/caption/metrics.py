@@ -179,20 +179,30 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Caption accuracy of a trained captioner on held-out clips.")
     parser.add_argument("--workdir", required=True, help="the captioner's training workdir")
-    parser.add_argument("--data", default="shapes_world:tiny", help="dataset directory or shapes_world:CONFIG")
+    parser.add_argument("--data", default=None, help="dataset directory or shapes_world[_live]:CONFIG (default: "
+                        "shapes_world:tiny; with --teacher-forced, the run's own data sources)")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--teacher-forced", type=int, default=0, metavar="BATCHES",
-                        help="instead: teacher-forced attribute-word accuracy on BATCHES batches of the run's own data")
+                        help="instead: teacher-forced attribute-word accuracy on BATCHES batches of --data, packed as "
+                        "the run packs its data")
     args = parser.parse_args(argv)
     from sora_jax.train.restore import load_trained  # noqa: PLC0415
 
     trained = load_trained(args.workdir)
     if args.teacher_forced:
-        report = teacher_forced_attributes(trained.task, trained.model, args.split, args.teacher_forced)
+        task = trained.task
+        if args.data:  # the run's packing and tokenizer, one other source (runs on mixtures score one part)
+            from sora_jax.train.tasks import make_task  # noqa: PLC0415
+
+            config = trained.config.copy_and_resolve_references()
+            with config.unlocked():
+                config.data.sources, config.data.weights = [args.data], []
+            task = make_task(config)
+        report = teacher_forced_attributes(task, trained.model, args.split, args.teacher_forced)
         print(json.dumps({"step": trained.step, "teacher_forced": report}))
         return
-    report = evaluate_captioner(trained.model, trained.config, args.data, args.split, args.limit)
+    report = evaluate_captioner(trained.model, trained.config, args.data or "shapes_world:tiny", args.split, args.limit)
     print(json.dumps({"step": trained.step} | report))
 
 

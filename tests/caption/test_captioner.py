@@ -65,3 +65,19 @@ def test_teacher_forced_attribute_words_of_memorised_clips(overfit_workdir, capt
     words = report["words"]
     assert words["colour"] == words["shape"] > 0, words  # one colour and one shape per listed object
     assert report["colour"] == report["shape"] == 1.0, report  # memorised: greedy reproduces every caption
+
+
+def test_teacher_forced_cli_scores_the_given_data(overfit_workdir, caption_data_root, monkeypatch, capsys):
+    """`--data` swaps the run's sources for one other, packed as the run packs."""
+    import json
+
+    from sora_jax.caption.metrics import main
+
+    monkeypatch.setenv("SORA_JAX_DATA", caption_data_root)
+    main(["--workdir", overfit_workdir, "--teacher-forced", "1", "--split", "train"])
+    own = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["teacher_forced"]
+    main(["--workdir", overfit_workdir, "--teacher-forced", "1", "--data", "shapes_world_live:single"])
+    single = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["teacher_forced"]
+    assert own["colour"] == own["shape"] == 1.0  # the memorised training clips
+    assert single["words"]["colour"] >= single["words"]["shape"] > 0  # listing colours include the background's
+    assert single["words"] != own["words"]
