@@ -61,7 +61,7 @@ def _background_phrase(background):
     return f"on {colours[0]} and {colours[1]} {background['orientation']} stripes"
 
 
-def _placement(position, meta):
+def placement(position, meta):
     """Where a screen position lies on a 3 x 3 grid of the frame."""
     column = min(max(int(3 * position[0] / meta["width"]), 0), 2)
     row = min(max(int(3 * position[1] / meta["height"]), 0), 2)
@@ -98,11 +98,11 @@ def _speed_adverb(velocity, meta):
 
 def _object_sentence(obj, meta):
     if meta["frames"] == 1:
-        return f"{_name(obj).capitalize()} is {_placement(obj['positions'][0], meta)}."
+        return f"{_name(obj).capitalize()} is {placement(obj['positions'][0], meta)}."
     motion = obj["motion"]
     velocity = _world_velocity(obj, meta, 0)
     if motion == "static":
-        phrase = f"stays still {_placement(obj['positions'][0], meta)}"
+        phrase = f"stays still {placement(obj['positions'][0], meta)}"
     elif motion == "linear":
         phrase = f"moves {_speed_adverb(velocity, meta)}{_direction_phrase(velocity)}"
     elif motion == "bounce":

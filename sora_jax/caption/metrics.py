@@ -8,7 +8,10 @@ a sentence starting with its name and its motion verb ("The red circle moves ...
 matched one to one between caption and meta so that the most attributes agree (meta lists objects
 by id, an order the video does not show, so the caption's order is not held against it), and each
 attribute scores `agreeing / max(objects named, objects in meta)`: a missing or an invented object
-costs one per attribute. Motion is scored on videos only (an image shows no motion).
+costs one per attribute. Motion is scored on videos only (an image shows no motion). *Placement*
+(where in a 3 x 3 grid of the frame an object sits: "in the centre", "in the top left") is scored
+for the objects whose sentence names it, those of images and the still objects of videos, over the
+matched pairs; it is reported apart and is not part of *overall*.
 
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --teacher-forced 6   # attribute words (teacher_forced_attributes)
@@ -23,11 +26,14 @@ import re
 import numpy as np
 
 from data_pipelines.shapes_world import COLOURS, SHAPES, SIZES
+from data_pipelines.shapes_world.captions import placement
 
 ATTRIBUTES = ("colour", "shape", "motion")
 _COLOUR, _SHAPE, _SIZE = "|".join(COLOURS), "|".join(SHAPES), "|".join(SIZES)
 _OBJECT = re.compile(rf"\b(?:an?|A) (?:({_SIZE}) )?({_COLOUR}) ({_SHAPE})\b")
 _SUBJECT = re.compile(rf"^The ({_COLOUR}) ({_SHAPE}) (.*)$")
+_PLACEMENT = re.compile(r"^(?:is|stays still) (in the (?:top |bottom )?(?:left|right|centre)|at the (?:top|bottom)|"
+                        r"on the (?:left|right))\b")
 
 
 def motion_of(predicate: str) -> str | None:
@@ -44,30 +50,40 @@ def motion_of(predicate: str) -> str | None:
 
 
 def parse_caption(caption: str) -> list[dict]:
-    """Objects a caption names, in order: `{"size", "colour", "shape", "motion"}` (None where unsaid)."""
+    """Objects a caption names, in order: `{"size", "colour", "shape", "motion", "placement"}` (None where
+    unsaid)."""
     sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", caption.strip()) if s.strip()]
     if not sentences:
         return []
     listing = sentences[0].split(" on ")[0]
-    objects = [{"size": size or None, "colour": colour, "shape": shape, "motion": None}
+    objects = [{"size": size or None, "colour": colour, "shape": shape, "motion": None, "placement": None}
                for size, colour, shape in _OBJECT.findall(listing)]
     for sentence in sentences[1:]:
         subject = _SUBJECT.match(sentence)
-        motion = motion_of(subject.group(3)) if subject else None
-        if motion is None:
+        if not subject:
             continue
-        for obj in objects:  # the first object of that name still without a motion
-            if (obj["colour"], obj["shape"]) == subject.group(1, 2) and obj["motion"] is None:
-                obj["motion"] = motion
+        motion, placed = motion_of(subject.group(3)), _PLACEMENT.match(subject.group(3))
+        key = "motion" if motion else "placement" if placed else None
+        if key is None:
+            continue
+        for obj in objects:  # the first object of that name still without a motion (or placement)
+            if (obj["colour"], obj["shape"]) == subject.group(1, 2) and obj[key] is None:
+                obj[key] = motion or placed.group(1)
+                if motion == "static" and placed:
+                    obj["placement"] = placed.group(1)
                 break
     return objects
 
 
 def truth_from_meta(meta: dict | str) -> tuple[list[dict], bool]:
-    """Objects of a clip's meta (size, colour, shape, motion) and whether it is a video."""
+    """Objects of a clip's meta (size, colour, shape, motion, and the placement its caption states:
+    images and still objects, else None) and whether it is a video."""
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    objects = [{k: obj[k] for k in ("size", "colour", "shape", "motion")} for obj in meta["objects"]]
-    return objects, meta["frames"] > 1
+    is_video = meta["frames"] > 1
+    objects = [{k: obj[k] for k in ("size", "colour", "shape", "motion")}
+               | {"placement": placement(obj["positions"][0], meta) if not is_video or obj["motion"] == "static" else None}
+               for obj in meta["objects"]]
+    return objects, is_video
 
 
 def _attributes(is_video: bool) -> tuple[str, ...]:
@@ -88,6 +104,9 @@ def agreement(caption: str, meta: dict | str) -> dict:
             best = score, pairs
     counts = {k: [sum(a[k] == b[k] for a, b in best[1]), total] for k in attributes}
     counts["objects"] = [int(len(predicted) == len(truth)), 1]
+    placed = [(a, b) if small is predicted else (b, a) for a, b in best[1]]  # (predicted, truth) pairs
+    counts["placement"] = [sum(p["placement"] == t["placement"] for p, t in placed if t["placement"]),
+                           sum(bool(t["placement"]) for t in truth)]
     return counts
 
 

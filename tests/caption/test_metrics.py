@@ -9,8 +9,10 @@ from sora_jax.caption.metrics import agreement, motion_of, parse_caption, summar
 
 
 def meta(*objects, frames=9):
+    """Meta of a 48x32 clip; an object's optional fifth entry is its first (x, y), else the centre."""
     keys = ("size", "colour", "shape", "motion")
-    return json.dumps({"frames": frames, "objects": [dict(zip(keys, obj)) for obj in objects]})
+    listed = [dict(zip(keys, obj)) | {"positions": [obj[4] if len(obj) > 4 else (24, 16)]} for obj in objects]
+    return json.dumps({"frames": frames, "width": 48, "height": 32, "objects": listed})
 
 
 VIDEO = meta(("small", "red", "circle", "linear"), ("large", "blue", "star", "bounce"))
@@ -21,7 +23,7 @@ RIGHT = ("A small red circle and a large blue star on a plain black background. 
 
 def test_a_correct_caption_scores_one_whatever_its_object_order():
     assert agreement(RIGHT, VIDEO) == {"size": [2, 2], "colour": [2, 2], "shape": [2, 2], "motion": [2, 2],
-                                       "objects": [1, 1]}
+                                       "objects": [1, 1], "placement": [0, 0]}
     swapped = ("A large blue star and a small red circle on a plain black background. The blue star moves "
                "downward and bounces off the bottom wall at frame 4. The red circle moves left to right.")
     assert agreement(swapped, VIDEO)["colour"] == [2, 2] and agreement(swapped, VIDEO)["motion"] == [2, 2]
@@ -30,7 +32,7 @@ def test_a_correct_caption_scores_one_whatever_its_object_order():
 def test_each_wrong_attribute_costs_exactly_one():
     wrong_colour = RIGHT.replace("red", "green")
     assert agreement(wrong_colour, VIDEO) | {} == {"size": [2, 2], "colour": [1, 2], "shape": [2, 2],
-                                                   "motion": [2, 2], "objects": [1, 1]}
+                                                   "motion": [2, 2], "objects": [1, 1], "placement": [0, 0]}
     wrong_motion = RIGHT.replace("moves downward and bounces off the bottom wall at frame 4", "spins clockwise in place")
     assert agreement(wrong_motion, VIDEO)["motion"] == [1, 2]
     report = summarize([agreement(wrong_colour, VIDEO), agreement(RIGHT, VIDEO)])
@@ -40,7 +42,7 @@ def test_each_wrong_attribute_costs_exactly_one():
 def test_missing_and_invented_objects_are_counted():
     missing = "A small red circle on a plain black background. The red circle moves left to right."
     assert agreement(missing, VIDEO) == {"size": [1, 2], "colour": [1, 2], "shape": [1, 2], "motion": [1, 2],
-                                         "objects": [0, 1]}
+                                         "objects": [0, 1], "placement": [0, 0]}
     invented = RIGHT.replace("and a large blue star", ", a large blue star and a small pink hexagon")
     assert agreement(invented, VIDEO)["colour"] == [2, 3] and agreement(invented, VIDEO)["objects"] == [0, 1]
     assert agreement("", VIDEO)["colour"] == [0, 2]
@@ -59,8 +61,25 @@ def test_motion_words_of_the_grammar():
 def test_images_are_not_scored_on_motion():
     image = meta(("medium", "cyan", "hexagon", "static"), frames=1)
     caption = "A medium cyan hexagon on a plain brown background. The cyan hexagon is in the centre."
-    assert agreement(caption, image) == {"size": [1, 1], "colour": [1, 1], "shape": [1, 1], "objects": [1, 1]}
-    assert parse_caption(caption) == [{"size": "medium", "colour": "cyan", "shape": "hexagon", "motion": None}]
+    assert agreement(caption, image) == {"size": [1, 1], "colour": [1, 1], "shape": [1, 1], "objects": [1, 1],
+                                         "placement": [1, 1]}
+    assert parse_caption(caption) == [{"size": "medium", "colour": "cyan", "shape": "hexagon", "motion": None,
+                                       "placement": "in the centre"}]
+
+
+def test_placement_is_scored_where_the_caption_states_it():
+    clip = meta(("small", "red", "circle", "static", (40, 4)), ("large", "blue", "star", "linear", (5, 30)))
+    right = ("A small red circle and a large blue star on a plain black background. The red circle stays still "
+             "in the top right. The blue star moves upward.")
+    assert agreement(right, clip)["placement"] == [1, 1] and agreement(right, clip)["motion"] == [2, 2]
+    wrong = right.replace("in the top right", "on the left")
+    assert agreement(wrong, clip)["placement"] == [0, 1] and agreement(wrong, clip)["motion"] == [2, 2]
+    image = meta(("small", "red", "circle", "static", (3, 16)), ("large", "blue", "star", "static", (24, 30)),
+                 frames=1)
+    caption = ("A small red circle and a large blue star on a plain black background. The red circle is on the "
+               "left. The blue star is in the centre.")
+    assert agreement(caption, image)["placement"] == [1, 2]  # the star sits at the bottom
+    assert agreement(caption, image)["colour"] == [2, 2]
 
 
 @pytest.mark.parametrize("frames", [1, 9, 17])
@@ -69,6 +88,7 @@ def test_reference_captions_score_exactly_one(frames):
               (generate_clip(seed, frames, 32, 48, max_objects=6) for seed in range(40))]
     report = summarize(counts)
     assert report["overall"] == 1.0 and report["size"] == 1.0 and report["objects"] == 1.0
+    assert report["placement"] == 1.0 and report["counts"]["placement"][1] > 10
 
 
 def test_teacher_forced_attributes_needs_the_word_tokenizer():
