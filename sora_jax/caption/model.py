@@ -3,9 +3,15 @@ autoregressive text decoder that writes each segment's detailed caption.
 
 Input rows are the DiT's packed rows (`data_pipelines.packing`): many clips per row, each a segment
 of patches with `(t, h, w)` coordinates. The encoder embeds patches linearly (or with a conv stem that
-equals a CNN over whole frames, `stem.py`), adds nothing positional to them, and attends within each
-segment with 3D RoPE from the coordinates, so any duration, resolution and aspect works. Decoder
-sequence k of a row captions segment k + 1 of that row.
+equals a CNN over whole frames, `stem.py`) and attends within each segment with 3D RoPE from the
+coordinates, so any duration, resolution and aspect works. Decoder sequence k of a row captions
+segment k + 1 of that row.
+
+RoPE is relative: it tells a patch how far away another patch is, not where in the frame it sits.
+Captions say where ("in the top left", "bounces off the right wall") and when ("at frame 7"), so
+with `frame_position` each patch also gets an embedding of its place in its own frame (height and
+width scaled to [-1, 1] by the segment's grid, so the same for any resolution or aspect) and of its
+frame index (`frame_position_features`).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sora_jax.caption.layers import EncoderBlock, TextDecoder, layer_norm
-from sora_jax.caption.stem import ConvStem
+from sora_jax.caption.stem import ConvStem, grid_extent
 from sora_jax.models.dit.layers import dense
 from sora_jax.models.dit.rope import rope_angles
 
@@ -36,6 +42,8 @@ class CaptionerConfig:
       stem: "linear" (one matrix per patch) or "conv" (`stem.ConvStem`, a CNN over whole frames).
       stem_widths: the conv stem's layer widths (1 + log2 of the patch side of them).
       patch, channels: patch `(pt, ph, pw)` and channels per pixel (the conv stem's input layout).
+      frame_position: add an embedding of each patch's place in its frame and its frame index
+        (module docstring); its projection starts at zero.
     """
 
     patch_dim: int
@@ -54,6 +62,7 @@ class CaptionerConfig:
     stem_widths: tuple[int, ...] = ()
     patch: tuple[int, int, int] = (1, 1, 1)
     channels: int = 3
+    frame_position: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -64,6 +73,26 @@ def check_sizes(dim: int, heads: int, what: str) -> None:
     """ValueError unless `dim` splits into `heads` heads of an even size >= 6 (3D RoPE needs pairs per axis)."""
     if heads < 1 or dim % heads or (dim // heads) % 2 or dim // heads < 6:
         raise ValueError(f"config: {what}: dim ({dim}) must split into {heads} heads of an even size >= 6")
+
+
+SPATIAL_HARMONICS = (1, 2, 3, 4)  # sin/cos(pi * k * u / 2) of u in [-1, 1]: k=1 is monotone across the frame
+FRAME_PERIODS = (4, 8, 16, 32, 64)  # sin/cos(2 pi t / P) of the patch frame index t
+POSITION_FEATURES = 4 * len(SPATIAL_HARMONICS) + 2 * len(FRAME_PERIODS)
+
+
+def frame_position_features(coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Fourier features `(B, L, POSITION_FEATURES)` of where each token sits in its own frame and when.
+
+    Height and width become `u = (2 * (x + 0.5) / size) - 1` in (-1, 1), with `size` the token's
+    segment grid size, so a patch at the left edge reads the same at 32 or 256 pixels; the time
+    coordinate is the patch frame index itself (captions name frames counted from the clip's start).
+    """
+    extent = grid_extent(coords, segment_ids).astype(jnp.float32)  # (B, L, 3)
+    u = 2.0 * (coords[..., 1:].astype(jnp.float32) + 0.5) / extent[..., 1:] - 1.0  # (B, L, 2)
+    spatial = jnp.pi / 2 * u[..., None] * jnp.asarray(SPATIAL_HARMONICS, jnp.float32)  # (B, L, 2, K)
+    frames = 2 * jnp.pi * coords[..., :1].astype(jnp.float32) / jnp.asarray(FRAME_PERIODS, jnp.float32)  # (B, L, P)
+    angles = jnp.concatenate([spatial.reshape(*u.shape[:2], -1), frames], axis=-1)  # (B, L, 2K + P)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # (B, L, POSITION_FEATURES)
 
 
 class Captioner(nnx.Module):
@@ -84,6 +113,9 @@ class Captioner(nnx.Module):
         self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
         self.decoder = TextDecoder(config.vocab_size, config.dim, config.decoder_depth, config.heads, config.mlp_dim,
                                    config.max_caption_len, **block_args)
+        if config.frame_position:  # created last and zero: switching it on leaves the other weights as they were
+            self.position_embed = dense(POSITION_FEATURES, config.dim, (None, "embed"), dtype=dtype, rngs=rngs,
+                                        kernel_init=nnx.initializers.zeros_init())
 
     def encode(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Memory `(B, L, D)` of packed patches `tokens (B, L, patch_dim)` with `coords (B, L, 3)`."""
@@ -92,6 +124,8 @@ class Captioner(nnx.Module):
             x = self.patch_embed(tokens, coords, segment_ids)  # (B, L, D)
         else:
             x = self.patch_embed(tokens)  # (B, L, D)
+        if self.config.frame_position:
+            x = x + self.position_embed(frame_position_features(coords, segment_ids).astype(x.dtype))  # (B, L, D)
         rope = rope_angles(coords, self.config.head_dim, self.config.rope_theta)  # 2 x (B, L, Dh/2)
         for block in self.encoder:
             x = block(x, segment_ids, rope)  # (B, L, D)

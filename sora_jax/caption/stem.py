@@ -50,6 +50,13 @@ def check_stem(patch: Sequence[int], widths: Sequence[int]) -> None:
                          f"patches (one stride-1 layer, then one stride-2 layer per halving), got {tuple(widths)}")
 
 
+def grid_extent(coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Each token's segment grid size `(B, L, 3)`: one more than the segment's largest `(t, h, w)`."""
+    length = segment_ids.shape[1]
+    largest = jax.vmap(lambda c, s: jax.ops.segment_max(c, s, num_segments=length))(coords, segment_ids)  # (B, L, 3)
+    return jnp.take_along_axis(largest, segment_ids[..., None], axis=1) + 1  # (B, L, 3)
+
+
 def neighbour_table(coords: jax.Array, segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Indices `(B, L, 9)` of each token's 3x3 same-frame neighbours and whether each exists.
 
@@ -57,9 +64,7 @@ def neighbour_table(coords: jax.Array, segment_ids: jax.Array) -> tuple[jax.Arra
     coordinate `(t, h + dh, w + dw)`; padding tokens (segment 0) have none.
     """
     length = segment_ids.shape[1]
-    # Each segment's grid width is one more than its largest w coordinate.
-    width_of = jax.vmap(lambda w, s: jax.ops.segment_max(w, s, num_segments=length))(coords[..., 2], segment_ids)
-    grid_width = jnp.take_along_axis(width_of, segment_ids, axis=1) + 1  # (B, L)
+    grid_width = grid_extent(coords, segment_ids)[..., 2]  # (B, L)
     position = jnp.arange(length)[None]  # (1, L)
     indices, exists = [], []
     for dh, dw in _OFFSETS:

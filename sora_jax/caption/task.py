@@ -44,8 +44,9 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     """The model sizes a run config describes (`c.model`, patch and channels from `c.data`)."""
     channels = 3 if c.data.mode == "pixel" else c.model.in_channels
     patch_dim = int(np.prod(c.data.patch)) * channels
-    # Workdirs written before the conv stem existed have no stem fields: they are linear.
-    stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())))
+    # Workdirs written before the conv stem (frame positions) existed lack those fields: linear (none).
+    stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
+                frame_position=bool(c.model.get("frame_position", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -76,6 +77,8 @@ class CaptionTask:
         _need(m.attention in IMPLEMENTATIONS, f"model.attention must be one of {IMPLEMENTATIONS}")
         _need(d.mode == "pixel" or m.in_channels >= 1, "model.in_channels must be positive in latent mode")
         _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
+        _need(isinstance(m.get("frame_position", False), bool),
+              f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
         if m.get("stem", "linear") == "conv":
             check_stem(d.patch, m.stem_widths)
         _need(d.max_text_tokens >= m.max_caption_len,

@@ -77,5 +77,6 @@ def test_captioner_config_reads_the_stem_and_old_workdirs_are_linear():
     conv = captioner_config(c, 100)
     assert (conv.stem, conv.stem_widths, conv.patch, conv.channels) == ("conv", (16, 32, 64, 128), (2, 8, 8), 3)
     with c.unlocked():
-        del c.model["stem"], c.model["stem_widths"]  # a config.json written before the stem existed
-    assert captioner_config(c, 100).stem == "linear"
+        del c.model["stem"], c.model["stem_widths"], c.model["frame_position"]  # a config.json from before them
+    old = captioner_config(c, 100)
+    assert old.stem == "linear" and old.frame_position is False
