@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", required=True, help="the captioner's training workdir")
     parser.add_argument("--data", default=None, help="dataset directory or shapes_world[_live]:CONFIG (default: "
                         "shapes_world:tiny; with --teacher-forced, the run's own data sources)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--teacher-forced", type=int, default=0, metavar="BATCHES",
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from sora_jax.train.restore import load_trained  # noqa: PLC0415
 
-    trained = load_trained(args.workdir)
+    trained = load_trained(args.workdir, args.step)
     if args.teacher_forced:
         task = trained.task
         if args.data:  # the run's packing and tokenizer, one other source (runs on mixtures score one part)
