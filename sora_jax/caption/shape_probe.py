@@ -7,6 +7,7 @@ asks for shape" from "shape is slow to learn from these pixels" (docs/caption.md
     python -m sora_jax.caption.shape_probe --front cnn --head pool     # CNN, global max pooling
     python -m sora_jax.caption.shape_probe --front cnn --head attn     # CNN, then the captioner's blocks
     python -m sora_jax.caption.shape_probe --front patch --head attn   # linear 8x8 patches (the old stem)
+    python -m sora_jax.caption.shape_probe --front stem --head pool    # the captioner's ConvStem on packed patches
 
 Prints one JSON line per evaluation: step, loss, held-out shape and size accuracy, shape accuracy
 per object size, seconds.
@@ -26,6 +27,7 @@ from flax import nnx
 from data_pipelines.shapes_world.render import render_scene
 from data_pipelines.shapes_world.scene import SHAPES, SIZES, sample_scene
 from sora_jax.caption.layers import EncoderBlock
+from sora_jax.caption.stem import ConvStem
 from sora_jax.models.dit.patchify import grid_coords, patchify
 from sora_jax.models.dit.rope import rope_angles
 
@@ -46,8 +48,8 @@ def probe_images(seeds, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Probe(nnx.Module):
-    """Front end (`cnn`: stride 1 then stride-2 3x3 convs down to 1/8; `patch`: linear 8x8 patches)
-    and head (`pool`: global max or mean; `attn`: the captioner's encoder blocks with 2D RoPE, then
+    """Front end (`cnn`: stride 1 then stride-2 3x3 convs down to 1/8; `patch`: linear 8x8 patches;
+    `stem`: the captioner's `ConvStem` over packed 8x8 patches, whose last two layers are 2x2) and head (`pool`: global max or mean; `attn`: the captioner's encoder blocks with 2D RoPE, then
     one learned query attending over the grid, as the caption decoder reads the encoder)."""
 
     def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs):
@@ -58,6 +60,9 @@ class Probe(nnx.Module):
             previous = width
         self.convs = nnx.List(convs)
         features = previous if front == "cnn" else PATCH * PATCH * 3
+        if front == "stem":
+            self.stem = ConvStem((1, PATCH, PATCH), 3, widths, 128, dtype=jnp.float32, rngs=rngs)
+            features = 128
         if head == "attn":
             self.proj = nnx.Linear(features, 128, rngs=rngs)
             self.blocks = nnx.List([EncoderBlock(128, 4, 512, eps=1e-6, dtype=jnp.float32, implementation="xla",
@@ -69,9 +74,14 @@ class Probe(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, height, width, _ = x.shape
-        if self.front == "patch":  # the batch stands in for the time axis of one clip
+        if self.front in ("patch", "stem"):  # the batch stands in for the time axis of one clip
             tokens, _, _ = patchify(x, (1, PATCH, PATCH))  # (B * h * w, 192)
             x = tokens.reshape(batch, height // PATCH, width // PATCH, -1)  # (B, h, w, 192)
+        if self.front == "stem":  # each image one segment of its own row
+            h, w = height // PATCH, width // PATCH
+            coords = jnp.broadcast_to(grid_coords((1, h, w)), (batch, h * w, 3))
+            x = self.stem(x.reshape(batch, h * w, -1), coords, jnp.ones((batch, h * w), jnp.int32))
+            x = x.reshape(batch, h, w, -1)  # (B, h, w, 128)
         for conv in self.convs:
             x = jax.nn.gelu(conv(x))  # (B, h, w, C)
         if self.head_kind == "attn":
@@ -137,7 +147,7 @@ def run(args) -> list[dict]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--front", choices=("cnn", "patch"), default="cnn")
+    parser.add_argument("--front", choices=("cnn", "patch", "stem"), default="cnn")
     parser.add_argument("--head", choices=("pool", "attn"), default="pool")
     parser.add_argument("--pool", choices=("max", "mean"), default="max")
     parser.add_argument("--widths", default="32,64,64,128", help="CNN widths: stride 1, then three stride-2 layers")

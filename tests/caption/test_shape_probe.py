@@ -24,3 +24,18 @@ def test_probe_labels_match_the_clip_meta():
 def test_probe_rejects_widths_that_do_not_reach_stride_8():
     with pytest.raises(ValueError, match="--widths"):
         main(["--widths", "8,8", "--steps", "1"])
+
+
+def test_stem_front_keeps_the_images_of_a_batch_apart():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sora_jax.caption.shape_probe import Probe
+
+    probe = Probe("stem", "pool", "max", (4, 4, 4, 4), 1, rngs=nnx.Rngs(0))
+    images, _, _ = probe_images(range(3), 32)
+    changed = images.copy()
+    changed[0] = -changed[0]
+    before, after = np.asarray(probe(jnp.asarray(images))), np.asarray(probe(jnp.asarray(changed)))
+    assert np.abs(before[0] - after[0]).max() > 1e-4  # image 0's logits follow image 0
+    np.testing.assert_allclose(before[1:], after[1:], atol=1e-6)  # and nothing else
