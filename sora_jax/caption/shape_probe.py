@@ -52,7 +52,8 @@ class Probe(nnx.Module):
     `stem`: the captioner's `ConvStem` over packed 8x8 patches, whose last two layers are 2x2) and head (`pool`: global max or mean; `attn`: the captioner's encoder blocks with 2D RoPE, then
     one learned query attending over the grid, as the caption decoder reads the encoder)."""
 
-    def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs):
+    def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs,
+                 stem_kernel: int = 2):
         self.front, self.head_kind, self.pool = front, head, pool
         convs, previous = [], 3
         for i, width in enumerate(widths if front == "cnn" else ()):
@@ -61,7 +62,8 @@ class Probe(nnx.Module):
         self.convs = nnx.List(convs)
         features = previous if front == "cnn" else PATCH * PATCH * 3
         if front == "stem":
-            self.stem = ConvStem((1, PATCH, PATCH), 3, widths, 128, dtype=jnp.float32, rngs=rngs)
+            self.stem = ConvStem((1, PATCH, PATCH), 3, widths, 128, dtype=jnp.float32, rngs=rngs,
+                                 deep_kernel=stem_kernel)
             features = 128
         if head == "attn":
             self.proj = nnx.Linear(features, 128, rngs=rngs)
@@ -123,7 +125,8 @@ def run(args) -> list[dict]:
     widths = tuple(int(w) for w in args.widths.split(","))
     if args.side % PATCH or 2 ** (len(widths) - 1) != PATCH:
         raise ValueError(f"--side must be a multiple of {PATCH} and --widths hold 4 widths (stride 8)")
-    model = Probe(args.front, args.head, args.pool, widths, args.depth, rngs=nnx.Rngs(args.seed))
+    model = Probe(args.front, args.head, args.pool, widths, args.depth, rngs=nnx.Rngs(args.seed),
+                  stem_kernel=args.stem_kernel)
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
     held_images, held_shapes, held_sizes = probe_images(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.side)
     records, start = [], time.time()
@@ -152,6 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--pool", choices=("max", "mean"), default="max")
     parser.add_argument("--widths", default="32,64,64,128", help="CNN widths: stride 1, then three stride-2 layers")
     parser.add_argument("--depth", type=int, default=2, help="encoder blocks of the attn head")
+    parser.add_argument("--stem-kernel", type=int, default=2, choices=(2, 3), help="the stem front's deep kernel")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--side", type=int, default=64)

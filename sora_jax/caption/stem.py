@@ -10,9 +10,10 @@ so the patch at `(t, h + dh, w + dw)` of the same segment sits `dh * grid_width 
 The first two layers are 3x3 (stride 1, then 2): each runs on every patch's pixel block padded by a
 one-pixel halo copied from the neighbouring patches (zeros at the frame border, where no neighbour
 of the same clip exists), so it computes over the packed row exactly what it computes over the whole
-frame with SAME padding, and nothing leaks between clips of one row. Later layers are 2x2 stride 2,
-which never cross a patch border (they cost a matmul each; 3x3 there doubled the stem's CPU time),
-until one pixel per patch is left: `len(widths) == 1 + log2(patch side)`. The `pt` frames of a patch
+frame with SAME padding, and nothing leaks between clips of one row. Later layers are stride 2 until
+one pixel per patch is left (`len(widths) == 1 + log2(patch side)`): 2x2 by default (`deep_kernel=2`),
+which never cross a patch border and cost a matmul each, or 3x3 with halos (`deep_kernel=3`), a
+plain whole-frame CNN whose last features see 17 pixels instead of 11, at twice the CPU time. The `pt` frames of a patch
 are convolved as separate frames and concatenated before the projection to the model width.
 """
 from __future__ import annotations
@@ -35,13 +36,19 @@ def stem_depth(patch_side: int) -> int:
     return 1 + int(math.log2(patch_side))
 
 
-def kernel_size(layer: int) -> int:
-    """3x3 for the first two layers (stride 1, then 2), 2x2 stride 2 after (within a patch, no halo)."""
-    return 3 if layer < 2 else 2
+DEEP_KERNELS = (2, 3)
 
 
-def check_stem(patch: Sequence[int], widths: Sequence[int]) -> None:
-    """ValueError unless `widths` fits square power-of-two patches `(pt, ph, pw)`."""
+def kernel_size(layer: int, deep_kernel: int = 2) -> int:
+    """3x3 for the first two layers (stride 1, then 2); `deep_kernel` for the stride-2 layers after them:
+    2 stays within a patch (no halo, a matmul each), 3 reaches across patch borders like a plain CNN."""
+    return 3 if layer < 2 else deep_kernel
+
+
+def check_stem(patch: Sequence[int], widths: Sequence[int], deep_kernel: int = 2) -> None:
+    """ValueError unless `widths` fits square power-of-two patches `(pt, ph, pw)` and `deep_kernel` is 2 or 3."""
+    if deep_kernel not in DEEP_KERNELS:
+        raise ValueError(f"config: model.stem_kernel must be one of {DEEP_KERNELS}, got {deep_kernel!r}")
     _, ph, pw = patch
     if ph != pw or ph < 1 or ph & (ph - 1):
         raise ValueError(f"config: the conv stem needs square power-of-two patches, got data.patch={tuple(patch)}")
@@ -114,12 +121,12 @@ class ConvStem(nnx.Module):
     """Whole-frame CNN over packed patches, then a projection of each patch's features to `dim`."""
 
     def __init__(self, patch: Sequence[int], channels: int, widths: Sequence[int], dim: int, *, dtype,
-                 rngs: nnx.Rngs):
-        check_stem(patch, widths)
-        self.patch, self.channels, self.dtype = tuple(patch), channels, dtype
+                 rngs: nnx.Rngs, deep_kernel: int = 2):
+        check_stem(patch, widths, deep_kernel)
+        self.patch, self.channels, self.dtype, self.deep_kernel = tuple(patch), channels, dtype, deep_kernel
         convs, previous = [], channels
         for i, width in enumerate(widths):
-            size = kernel_size(i)
+            size = kernel_size(i, deep_kernel)
             convs.append(nnx.Conv(previous, width, (size, size), strides=1 if i == 0 else 2, padding="VALID",
                                   dtype=dtype, rngs=rngs))
             previous = width
@@ -133,7 +140,7 @@ class ConvStem(nnx.Module):
         table = neighbour_table(coords, segment_ids)
         x = tokens.astype(self.dtype).reshape(batch, length, pt, ph, pw, self.channels)  # (B, L, F, h, w, C)
         for i, conv in enumerate(self.convs):
-            if kernel_size(i) == 3:
+            if kernel_size(i, self.deep_kernel) == 3:
                 x = with_halo(x, table, before=i == 0)
             _, _, frames, h, w, c = x.shape
             x = conv(x.reshape(batch * length * frames, h, w, c))

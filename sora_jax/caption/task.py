@@ -46,7 +46,7 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     patch_dim = int(np.prod(c.data.patch)) * channels
     # Workdirs written before the conv stem (frame positions) existed lack those fields: linear (none).
     stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
-                frame_position=bool(c.model.get("frame_position", False)))
+                stem_kernel=int(c.model.get("stem_kernel", 2)), frame_position=bool(c.model.get("frame_position", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -80,7 +80,7 @@ class CaptionTask:
         _need(isinstance(m.get("frame_position", False), bool),
               f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
         if m.get("stem", "linear") == "conv":
-            check_stem(d.patch, m.stem_widths)
+            check_stem(d.patch, m.stem_widths, m.get("stem_kernel", 2))
         _need(d.max_text_tokens >= m.max_caption_len,
               "data.max_text_tokens must be >= model.max_caption_len (captions are cut in the data tokenizer first)")
 

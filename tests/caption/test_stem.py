@@ -16,7 +16,7 @@ def _whole_frames(stem: ConvStem, clip: np.ndarray) -> np.ndarray:
     """Reference: the stem's convs over whole frames with SAME padding, then per-patch projection."""
     x = jnp.asarray(clip)  # (T, H, W, C)
     for i, conv in enumerate(stem.convs):
-        stride = 1 if i == 0 else 2  # 3x3 then 2x2 kernels: SAME is what the stem means by both
+        stride = 1 if i == 0 else 2  # SAME is what the stem means by 3x3 and 2x2 kernels alike
         x = jax.lax.conv_general_dilated(x, conv.kernel[...], (stride, stride), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias[...]
         x = jax.nn.gelu(x)
@@ -38,11 +38,12 @@ def _row(clips, length):
     return np.concatenate(tokens)[None], np.concatenate(coords)[None], np.concatenate(segments)[None]
 
 
-def test_conv_stem_over_packed_patches_equals_whole_frame_cnn():
+@pytest.mark.parametrize("deep_kernel", [2, 3])
+def test_conv_stem_over_packed_patches_equals_whole_frame_cnn(deep_kernel):
     rng = np.random.default_rng(0)
     clips = [rng.uniform(-1, 1, shape).astype(np.float32)
              for shape in [(4, 16, 24, 3), (2, 8, 8, 3), (2, 24, 16, 3), (2, 16, 16, 3)]]
-    stem = ConvStem(PATCH, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    stem = ConvStem(PATCH, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0), deep_kernel=deep_kernel)
     tokens, coords, segments = _row(clips, 40)
     out = np.asarray(stem(jnp.asarray(tokens), jnp.asarray(coords), jnp.asarray(segments)))[0]  # (L, 16)
     start = 0
@@ -63,10 +64,11 @@ def test_neighbour_table_stays_inside_each_clip():
     assert indices[5, 1 * 3 + 0] == 4 and exists[5, 3] and not exists[4, 3]  # left of (0,0,1) in clip 2 is 4
 
 
-@pytest.mark.parametrize("patch,widths", [((1, 8, 6), (4, 4, 4, 4)), ((1, 6, 6), (4, 4)), ((2, 8, 8), (4, 4, 4))])
-def test_check_stem_names_the_bad_field(patch, widths):
-    with pytest.raises(ValueError, match="patch|stem_widths"):
-        check_stem(patch, widths)
+@pytest.mark.parametrize("patch,widths,kernel", [((1, 8, 6), (4, 4, 4, 4), 2), ((1, 6, 6), (4, 4), 2),
+                                                ((2, 8, 8), (4, 4, 4), 2), ((2, 8, 8), (4, 4, 4, 4), 5)])
+def test_check_stem_names_the_bad_field(patch, widths, kernel):
+    with pytest.raises(ValueError, match="patch|stem_widths|stem_kernel"):
+        check_stem(patch, widths, kernel)
 
 
 def test_captioner_config_reads_the_stem_and_old_workdirs_are_linear():
