@@ -62,15 +62,15 @@ def parse_caption(caption: str) -> list[dict]:
         subject = _SUBJECT.match(sentence)
         if not subject:
             continue
-        motion, placed = motion_of(subject.group(3)), _PLACEMENT.match(subject.group(3))
-        key = "motion" if motion else "placement" if placed else None
-        if key is None:
+        placed = _PLACEMENT.match(subject.group(3))
+        said = {"motion": motion_of(subject.group(3)), "placement": placed.group(1) if placed else None}
+        said = {k: v for k, v in said.items() if v}
+        if not said:
             continue
-        for obj in objects:  # the first object of that name still without a motion (or placement)
+        key = next(iter(said))  # the sentence's motion if it has one ("stays still in ..." has both)
+        for obj in objects:  # the first object of that name still without it
             if (obj["colour"], obj["shape"]) == subject.group(1, 2) and obj[key] is None:
-                obj[key] = motion or placed.group(1)
-                if motion == "static" and placed:
-                    obj["placement"] = placed.group(1)
+                obj.update(said)
                 break
     return objects
 
@@ -80,9 +80,11 @@ def truth_from_meta(meta: dict | str) -> tuple[list[dict], bool]:
     images and still objects, else None) and whether it is a video."""
     meta = json.loads(meta) if isinstance(meta, str) else meta
     is_video = meta["frames"] > 1
-    objects = [{k: obj[k] for k in ("size", "colour", "shape", "motion")}
-               | {"placement": placement(obj["positions"][0], meta) if not is_video or obj["motion"] == "static" else None}
+    objects = [{k: obj[k] for k in ("size", "colour", "shape", "motion")} | {"placement": None}
                for obj in meta["objects"]]
+    for obj, truth in zip(meta["objects"], objects):
+        if not is_video or obj["motion"] == "static":
+            truth["placement"] = placement(obj["positions"][0], meta)
     return objects, is_video
 
 

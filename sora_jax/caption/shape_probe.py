@@ -49,8 +49,9 @@ def probe_images(seeds, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 class Probe(nnx.Module):
     """Front end (`cnn`: stride 1 then stride-2 3x3 convs down to 1/8; `patch`: linear 8x8 patches;
-    `stem`: the captioner's `ConvStem` over packed 8x8 patches, whose last two layers are 2x2) and head (`pool`: global max or mean; `attn`: the captioner's encoder blocks with 2D RoPE, then
-    one learned query attending over the grid, as the caption decoder reads the encoder)."""
+    `stem`: the captioner's `ConvStem` over packed 8x8 patches) and head (`pool`: global max or mean;
+    `attn`: the captioner's encoder blocks with 2D RoPE, then one learned query attending over the
+    grid, as the caption decoder reads the encoder)."""
 
     def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs,
                  stem_kernel: int = 2):

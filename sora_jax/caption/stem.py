@@ -13,8 +13,9 @@ of the same clip exists), so it computes over the packed row exactly what it com
 frame with SAME padding, and nothing leaks between clips of one row. Later layers are stride 2 until
 one pixel per patch is left (`len(widths) == 1 + log2(patch side)`): 2x2 by default (`deep_kernel=2`),
 which never cross a patch border and cost a matmul each, or 3x3 with halos (`deep_kernel=3`), a
-plain whole-frame CNN whose last features see 17 pixels instead of 11, at twice the CPU time. The `pt` frames of a patch
-are convolved as separate frames and concatenated before the projection to the model width.
+plain whole-frame CNN whose last features see 17 pixels instead of 11, at twice the CPU time. The
+`pt` frames of a patch are convolved as separate frames and concatenated before the projection to
+the model width.
 """
 from __future__ import annotations
 

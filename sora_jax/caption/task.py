@@ -46,7 +46,8 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     patch_dim = int(np.prod(c.data.patch)) * channels
     # Workdirs written before the conv stem (frame positions) existed lack those fields: linear (none).
     stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
-                stem_kernel=int(c.model.get("stem_kernel", 2)), frame_position=bool(c.model.get("frame_position", False)))
+                stem_kernel=int(c.model.get("stem_kernel", 2)),
+                frame_position=bool(c.model.get("frame_position", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
