@@ -12,6 +12,14 @@ Captions say where ("in the top left", "bounces off the right wall") and when ("
 with `frame_position` each patch also gets an embedding of its place in its own frame (height and
 width scaled to [-1, 1] by the segment's grid, so the same for any resolution or aspect) and of its
 frame index (`frame_position_features`).
+
+A caption names each attribute once among 20-200 words, so under the caption loss alone the
+encoder is barely asked for the features that decide a rare word (shape, in Shapes World: one
+word in ~20, stuck at chance while colour and size were learnt). With `concepts` a word-detection
+head reads each segment's max-pooled memory and predicts which vocabulary words its caption
+contains (multi-label, as the visual concept detectors of Fang et al., "From captions to visual
+concepts and back", 2015). Its targets are the caption's own words, so it needs no labels beyond
+the captions, and every word of every caption gets a direct per-clip gradient into the encoder.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from sora_jax.caption.layers import EncoderBlock, TextDecoder, layer_norm
@@ -45,6 +54,7 @@ class CaptionerConfig:
       patch, channels: patch `(pt, ph, pw)` and channels per pixel (the conv stem's input layout).
       frame_position: add an embedding of each patch's place in its frame and its frame index
         (module docstring); its projection starts at zero.
+      concepts: add the word-detection head (module docstring, `concept_logits`).
     """
 
     patch_dim: int
@@ -65,6 +75,7 @@ class CaptionerConfig:
     patch: tuple[int, int, int] = (1, 1, 1)
     channels: int = 3
     frame_position: bool = False
+    concepts: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -80,6 +91,7 @@ def check_sizes(dim: int, heads: int, what: str) -> None:
 SPATIAL_HARMONICS = (1, 2, 3, 4)  # sin/cos(pi * k * u / 2) of u in [-1, 1]: k=1 is monotone across the frame
 FRAME_PERIODS = (4, 8, 16, 32, 64)  # sin/cos(2 pi t / P) of the patch frame index t
 POSITION_FEATURES = 4 * len(SPATIAL_HARMONICS) + 2 * len(FRAME_PERIODS)
+CONCEPT_PRIOR = 4.0  # concept logits start near sigmoid(-4) = 0.018: a caption holds few of the vocabulary's words
 
 
 def frame_position_features(coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
@@ -118,6 +130,9 @@ class Captioner(nnx.Module):
         if config.frame_position:  # created last and zero: switching it on leaves the other weights as they were
             self.position_embed = dense(POSITION_FEATURES, config.dim, (None, "embed"), dtype=dtype, rngs=rngs,
                                         kernel_init=nnx.initializers.zeros_init())
+        if config.concepts:
+            self.concept_norm = layer_norm(config.dim, config.eps, rngs)
+            self.concept_head = dense(config.dim, config.vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
 
     def encode(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Memory `(B, L, D)` of packed patches `tokens (B, L, patch_dim)` with `coords (B, L, 3)`."""
@@ -137,10 +152,42 @@ class Captioner(nnx.Module):
         """`(memory (B, L, D), memory_segment_ids (B, L))` of a model-input batch (the decode interface)."""
         return self.encode(batch["tokens"], batch["coords"], batch["segment_ids"]), batch["segment_ids"]
 
-    def __call__(self, batch: dict, caption_inputs: jax.Array) -> jax.Array:
-        """Teacher-forced logits `(B, S, T, V)` for `caption_inputs (B, S, T)` of `batch["caption_segments"]`."""
+    def concept_logits(self, memory: jax.Array, memory_ids: jax.Array, query_segments: jax.Array) -> jax.Array:
+        """Word-detection logits `(B, S, V)` of segments `query_segments (B, S)` from `memory (B, L, D)`.
+
+        Each segment's memory is max-pooled over its own tokens (padding and other segments excluded;
+        an unused sequence, id 0, pools nothing and reads zeros).
+        """
+        pooled = segment_max(memory, memory_ids, query_segments)  # (B, S, D)
+        return self.concept_head(self.concept_norm(pooled)).astype(jnp.float32) - CONCEPT_PRIOR  # (B, S, V)
+
+    def forward(self, batch: dict, caption_inputs: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """Teacher-forced logits `(B, S, T, V)` for `caption_inputs (B, S, T)` of `batch["caption_segments"]`,
+        and the concept logits `(B, S, V)` (None without `concepts`), from one encoder pass."""
         memory, memory_ids = self.memory(batch)
-        return self.decoder(caption_inputs, self.decoder.memory_kv(memory), batch["caption_segments"], memory_ids)
+        segments = batch["caption_segments"]
+        logits = self.decoder(caption_inputs, self.decoder.memory_kv(memory), segments, memory_ids)
+        return logits, (self.concept_logits(memory, memory_ids, segments) if self.config.concepts else None)
+
+    def __call__(self, batch: dict, caption_inputs: jax.Array) -> jax.Array:
+        """Teacher-forced logits `(B, S, T, V)` (`forward` without the concepts)."""
+        return self.forward(batch, caption_inputs)[0]
+
+
+def segment_max(x: jax.Array, segment_ids: jax.Array, query_segments: jax.Array) -> jax.Array:
+    """Max of `x (B, L, D)` over the tokens of each segment `query_segments (B, S)` of its row: `(B, S, D)`.
+
+    Zeros where a queried id has no tokens (0, the padding id, is never pooled).
+    """
+    batch, length, dim = x.shape
+    slots = query_segments.shape[1] + 1  # ids 0..S of a row
+    flat_ids = (segment_ids + slots * jnp.arange(batch)[:, None]).reshape(-1)  # (B*L,)
+    pooled = jax.ops.segment_max(x.reshape(batch * length, dim), flat_ids, num_segments=batch * slots)
+    pooled = pooled.reshape(batch, slots, dim)  # (B, S+1, D); -inf (or the lowest value) where empty
+    picked = jnp.take_along_axis(pooled, query_segments[..., None], axis=1)  # (B, S, D)
+    present = jnp.zeros((batch, slots), bool).at[jnp.arange(batch)[:, None], segment_ids].set(True)  # (B, S+1)
+    real = jnp.take_along_axis(present, query_segments, axis=1) & (query_segments > 0)  # (B, S)
+    return jnp.where(real[..., None], picked, 0).astype(x.dtype)  # (B, S, D)
 
 
 def teacher_forcing_inputs(targets: jax.Array, bos_id: int) -> jax.Array:
@@ -164,3 +211,25 @@ def caption_loss(logits: jax.Array, targets: jax.Array, pad_id: int = 0) -> tupl
     present = real.any(axis=-1)  # (...,)
     sequences = jnp.sum(right.all(axis=-1) & present) / jnp.maximum(present.sum(), 1)
     return loss, {"token_accuracy": jnp.sum(right & real) / count, "sequence_accuracy": sequences}
+
+
+def concept_loss(logits: jax.Array, targets: jax.Array, pad_id: int = 0) -> tuple[jax.Array, dict]:
+    """Multi-label loss of concept `logits (B, S, V)` against the words of `targets (B, S, T)`.
+
+    A word is positive for a caption when it occurs in it (the padding id never is). Each caption's
+    binary cross-entropy is summed over the vocabulary and divided by its count of distinct words,
+    so a caption weighs about as much as one token of the caption loss per word it holds; captions
+    are averaged. Metrics: `concept_recall` and `concept_precision` of the words predicted at p > 0.5.
+    """
+    batch, segments, vocab = logits.shape
+    rows, slots = jnp.arange(batch)[:, None, None], jnp.arange(segments)[None, :, None]
+    words = jnp.zeros((batch, segments, vocab), jnp.float32).at[rows, slots, targets].set(1.0)
+    words = words.at[..., pad_id].set(0.0)  # (B, S, V)
+    present = (targets != pad_id).any(axis=-1)  # (B, S)
+    bce = optax.sigmoid_binary_cross_entropy(logits, words).at[..., pad_id].set(0.0)  # (B, S, V)
+    per_caption = bce.sum(-1) / jnp.maximum(words.sum(-1), 1.0)  # (B, S)
+    loss = jnp.sum(jnp.where(present, per_caption, 0.0)) / jnp.maximum(present.sum(), 1)
+    predicted = (logits > 0) & present[..., None]  # (B, S, V)
+    hits = jnp.sum(predicted * words)
+    return loss, {"concept_recall": hits / jnp.maximum(words.sum(), 1.0),
+                  "concept_precision": hits / jnp.maximum(predicted.sum(), 1)}

@@ -23,6 +23,7 @@ from sora_jax.caption.model import (
     CaptionerConfig,
     caption_loss,
     check_sizes,
+    concept_loss,
     teacher_forcing_inputs,
 )
 from sora_jax.caption.stem import check_stem
@@ -47,7 +48,8 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     # Workdirs written before the conv stem (frame positions) existed lack those fields: linear (none).
     stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
                 stem_kernel=int(c.model.get("stem_kernel", 2)),
-                frame_position=bool(c.model.get("frame_position", False)))
+                frame_position=bool(c.model.get("frame_position", False)),
+                concepts=float(c.model.get("concept_weight", 0.0)) > 0)
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -80,6 +82,9 @@ class CaptionTask:
         _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
         _need(isinstance(m.get("frame_position", False), bool),
               f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
+        weight = m.get("concept_weight", 0.0)
+        _need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
+              f"model.concept_weight must be a number >= 0 (0 = no concept head), got {weight!r}")
         if m.get("stem", "linear") == "conv":
             check_stem(d.patch, m.stem_widths, m.get("stem_kernel", 2))
         _need(d.max_text_tokens >= m.max_caption_len,
@@ -127,8 +132,13 @@ class CaptionTask:
     def loss_fn(self, model: Captioner, batch: dict, rng: jax.Array):
         del rng  # teacher forcing is deterministic
         targets = batch["caption_targets"]
-        logits = model(batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
-        return caption_loss(logits, targets)
+        logits, concepts = model.forward(batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
+        loss, metrics = caption_loss(logits, targets)
+        if concepts is None:
+            return loss, metrics
+        extra, concept_metrics = concept_loss(concepts, targets)  # (B, S, V) logits
+        weight = float(self.c.model.concept_weight)
+        return loss + weight * extra, metrics | concept_metrics | {"caption_loss": loss, "concept_loss": extra}
 
     def validation_fn(self, model: Captioner, batch: dict, rng: jax.Array) -> dict:
         """Teacher-forced loss and accuracies on held-out rows."""

@@ -1,0 +1,91 @@
+"""The captioner's concept head: per-segment max pooling of the memory and a multi-label word loss."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments.caption import get_config
+from sora_jax.caption.model import Captioner, CaptionerConfig, concept_loss, segment_max
+from sora_jax.caption.task import CaptionTask
+
+
+def test_segment_max_pools_each_segment_of_its_own_row():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 10, 4)).astype(np.float32)
+    ids = np.array([[1, 1, 1, 2, 2, 0, 0, 0, 0, 0], [1, 1, 2, 2, 2, 2, 3, 3, 0, 0]], np.int32)
+    x[0, 5:] = 50.0  # padding holds the largest values: it must never be pooled
+    queries = np.array([[1, 2, 0], [3, 1, 2]], np.int32)  # sequence order need not follow segment ids
+    out = np.asarray(segment_max(jnp.asarray(x), jnp.asarray(ids), jnp.asarray(queries)))
+    for b in range(2):
+        for k in range(3):
+            expected = x[b][ids[b] == queries[b, k]].max(0) if queries[b, k] else np.zeros(4)
+            np.testing.assert_array_equal(out[b, k], expected)
+    # A queried id with no tokens reads zeros, not -inf.
+    absent = np.asarray(segment_max(jnp.asarray(x), jnp.asarray(ids), jnp.asarray([[3, 0, 0], [1, 0, 0]])))
+    np.testing.assert_array_equal(absent[0, 0], np.zeros(4))
+
+
+def test_concept_loss_against_a_reference():
+    targets = np.array([[[5, 6, 5, 1, 0], [7, 1, 0, 0, 0], [0, 0, 0, 0, 0]]], np.int32)  # (1, S=3, T=5)
+    logits = np.random.default_rng(1).normal(size=(1, 3, 10)).astype(np.float32)
+    loss, metrics = concept_loss(jnp.asarray(logits), jnp.asarray(targets))
+    per_caption = []
+    for k, words in enumerate(({1, 5, 6}, {1, 7})):  # distinct words; the padding id and repeats count once
+        labels = np.array([float(v in words) for v in range(10)])
+        bce = np.asarray(optax.sigmoid_binary_cross_entropy(logits[0, k], labels))
+        per_caption.append(bce[1:].sum() / len(words))
+    np.testing.assert_allclose(float(loss), np.mean(per_caption), rtol=1e-6)  # the empty third caption is left out
+    predicted = logits[0, :2] > 0
+    hits = sum(predicted[k, v] for k, words in enumerate(({1, 5, 6}, {1, 7})) for v in words)
+    np.testing.assert_allclose(float(metrics["concept_recall"]), hits / 5, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["concept_precision"]), hits / max(predicted.sum(), 1), rtol=1e-6)
+    # Confident right answers cost almost nothing.
+    perfect = np.full((1, 3, 10), -20.0, np.float32)
+    perfect[0, 0, [1, 5, 6]] = perfect[0, 1, [1, 7]] = 20.0
+    loss, metrics = concept_loss(jnp.asarray(perfect), jnp.asarray(targets))
+    assert float(loss) < 1e-6 and float(metrics["concept_recall"]) == float(metrics["concept_precision"]) == 1.0
+
+
+def _batch():
+    coords = np.stack(np.meshgrid(np.arange(1), np.arange(4), np.arange(4), indexing="ij"), -1).reshape(-1, 3)
+    coords = np.concatenate([coords, coords[:8], np.zeros((8, 3), int)])[None].astype(np.int32)  # (1, 32, 3)
+    segments = np.concatenate([np.full(16, 1), np.full(8, 2), np.zeros(8)])[None].astype(np.int32)
+    tokens = jax.random.normal(jax.random.key(0), (1, 32, 2 * 8 * 8 * 3))
+    targets = np.array([[[5, 6, 1, 0], [7, 8, 9, 1]]], np.int32)
+    return dict(tokens=tokens, coords=jnp.asarray(coords), segment_ids=jnp.asarray(segments),
+                caption_segments=jnp.asarray([[1, 2]], jnp.int32)), jnp.asarray(targets)
+
+
+def test_the_concept_head_leaves_captions_unchanged_and_trains_the_encoder():
+    config = dict(patch_dim=384, vocab_size=40, dim=48, heads=4, mlp_dim=96, encoder_depth=1, decoder_depth=1,
+                  max_caption_len=16, patch=(2, 8, 8), attention="xla")
+    batch, targets = _batch()
+    inputs = jnp.zeros_like(targets)
+    plain = Captioner(CaptionerConfig(**config), rngs=nnx.Rngs(0))
+    detecting = Captioner(CaptionerConfig(**config, concepts=True), rngs=nnx.Rngs(0))
+    logits, concepts = detecting.forward(batch, inputs)
+    np.testing.assert_array_equal(np.asarray(plain(batch, inputs)), np.asarray(logits))  # head created last
+    assert plain.forward(batch, inputs)[1] is None and concepts.shape == (1, 2, 40)
+
+    def loss(model):
+        return concept_loss(model.forward(batch, inputs)[1], targets)[0]
+
+    grads = nnx.jit(nnx.grad(loss))(detecting)
+    assert float(jnp.abs(grads.encoder[0].attn.to_q.kernel.value).max()) > 0  # the encoder learns from it
+    assert float(jnp.abs(grads.decoder.head.kernel.value).max()) == 0  # the caption head does not
+
+
+def test_concept_weight_config():
+    c = get_config("tiny")
+    assert c.model.concept_weight == 0.0 and not CaptionTask(c).model_config.concepts
+    c.model.concept_weight = 0.5
+    assert CaptionTask(c).model_config.concepts
+    c.model.concept_weight = -1.0  # (ConfigDict itself refuses strings in a float field)
+    with pytest.raises(ValueError, match="concept_weight must be a number >= 0"):
+        CaptionTask.validate_config(c)
+    old = ml_collections.ConfigDict(get_config("tiny").to_dict())
+    del old.model["concept_weight"]  # workdirs written before the head existed
+    assert not CaptionTask(old).model_config.concepts
