@@ -12,6 +12,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     c.task = task
     c.seed = 0
     c.init_from = ""  # workdir of an earlier stage whose parameters start this one
+    c.init_new_params = False  # parameters init_from lacks keep their initialisation (else an error)
     c.steps = 1000
     c.global_batch_size = 4
     c.data_shards = -1  # one per process; set explicitly to compare runs across process counts

@@ -67,14 +67,46 @@ class Checkpointer:
         self._manager.reload()
         return target
 
-    def restore_state(self, abstract_state):
-        """Only the train state of the latest checkpoint (no data position): for initialising a new
-        stage from an earlier one. Returns `(step, state)`; raises FileNotFoundError without one."""
+    def restore_weights(self, state, shardings, fields=("params", "ema")):
+        """The latest checkpoint's `fields` of the train state, merged into the fresh `state`.
+
+        For a new stage that adds parameters to an earlier stage's model (a head, an input
+        embedding): every leaf of those fields the checkpoint holds is read (sharded as
+        `shardings`), the others keep their fresh values. Returns `(step, state, new)`, with `new`
+        the `/`-joined names of the leaves kept fresh. A leaf the checkpoint holds with another
+        shape is a ValueError naming it.
+        """
+        step = self._latest()
+        directory = os.path.join(self.directory, str(step), "state")
+        saved = {key_names(path): meta for path, meta in
+                 jax.tree_util.tree_flatten_with_path(ocp.StandardCheckpointer().metadata(directory).item_metadata.tree)[0]}
+        target, new = {}, []
+        flat = jax.tree_util.tree_flatten_with_path(state)[0]
+        for (path, leaf), sharding in zip(flat, jax.tree.leaves(shardings)):
+            names = key_names(path)
+            if not names or names[0] not in fields:
+                continue
+            if names not in saved:
+                new.append("/".join(names))
+                continue
+            if tuple(saved[names].shape) != tuple(leaf.shape):
+                raise ValueError(f"{'/'.join(names)} is {tuple(saved[names].shape)} in {directory}, "
+                                 f"{tuple(leaf.shape)} in the new model")
+            node = target
+            for name in names[:-1]:
+                node = node.setdefault(name, {})
+            node[names[-1]] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+        restored = ocp.PyTreeCheckpointer().restore(directory, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+        values = {key_names(path): value for path, value in jax.tree_util.tree_flatten_with_path(restored)[0]}
+        merged = [values.get(key_names(path), leaf) for path, leaf in flat]
+        return step, jax.tree.unflatten(jax.tree.structure(state), merged), new
+
+    def _latest(self) -> int:
         steps = self.steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory} to initialise from")
-        restored = self._manager.restore(steps[-1], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return steps[-1], restored["state"]
+        return steps[-1]
 
     def reached_preemption(self, step: int) -> bool:
         """True on every process once any process received a preemption notice (multi-host safe)."""
@@ -111,6 +143,11 @@ def read_state(directory: str, step: int | None = None) -> dict:
         return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     finally:
         manager.close()
+
+
+def key_names(path) -> tuple[str, ...]:
+    """A pytree key path as plain names (`params/encoder/0/attn/...`), as Orbax stores them."""
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def abstract_like(state, shardings):

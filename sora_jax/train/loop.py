@@ -13,7 +13,7 @@ from flax import nnx
 
 from sora_jax import parallel
 from sora_jax.train.batch import to_global
-from sora_jax.train.checkpoint import Checkpointer, abstract_like
+from sora_jax.train.checkpoint import Checkpointer, abstract_like, key_names
 from sora_jax.train.data import ShardedInput, local_shards, total_shards
 from sora_jax.train import files
 from sora_jax.train.metrics import MetricsWriter
@@ -60,7 +60,7 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
         state = restored[1]
         log(f"resumed from step {restored[0]} in {checkpoints.directory}")
     elif c.get("init_from"):
-        state = _initialise_from(c.init_from, state, shardings, log)
+        state = _initialise_from(c, state, shardings, log)
     start = int(state.step)
     host = task.host_batch(next(train_input))
     batch_sh = batch_shardings(host, mesh, rules, c.global_batch_size)
@@ -95,15 +95,31 @@ def train(c: ml_collections.ConfigDict, workdir: str, log=print) -> dict:
     return {"step": step, "workdir": workdir, "skipped_steps": int(state.skipped)}
 
 
-def _initialise_from(workdir: str, state, shardings, log):
-    """A new stage starting from an earlier stage's weights: its parameters (and EMA), fresh optimizer."""
-    source = Checkpointer(files.join(workdir, "checkpoints"), keep=1, async_save=False)
+def _initialise_from(c, state, shardings, log):
+    """A new stage starting from an earlier stage's weights: its parameters (and EMA), fresh optimizer.
+
+    Parameters the earlier stage lacks (a head or input embedding the new stage adds) are a
+    ValueError unless `c.init_new_params`, which keeps them as initialised; an EMA the earlier
+    stage did not keep starts from its parameters.
+    """
+    source = Checkpointer(files.join(c.init_from, "checkpoints"), keep=1, async_save=False)
     try:
-        step, earlier = source.restore_state(abstract_like(state, shardings))
+        step, state, new = source.restore_weights(state, shardings)
     finally:
         source.close()
-    log(f"initialised parameters from {workdir} (step {step})")
-    return state.replace(params=earlier.params, ema=earlier.ema if state.ema is not None else None)
+    new_params = [name for name in new if name.startswith("params/")]
+    if new_params and not c.get("init_new_params", False):
+        raise ValueError(f"init_from {c.init_from} (step {step}) lacks {len(new_params)} parameters of this model "
+                         f"({', '.join(new_params[:4])}{', ...' if len(new_params) > 4 else ''}); "
+                         "set init_new_params=True to start them from their initialisation")
+    if state.ema is not None and any(name.startswith("ema/") for name in new):  # an EMA the source did not keep
+        fresh, paths = set(new), [key_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+        ema = [param if "/".join(("ema", *path)) in fresh and "/".join(("params", *path)) not in fresh else average
+               for path, param, average in zip(paths, jax.tree.leaves(state.params), jax.tree.leaves(state.ema))]
+        state = state.replace(ema=jax.tree.unflatten(jax.tree.structure(state.ema), ema))
+    log(f"initialised parameters from {c.init_from} (step {step})"
+        + (f"; {len(new_params)} new parameters keep their initialisation" if new_params else ""))
+    return state
 
 
 def _make_input(c, task, split: str, mesh, rules) -> ShardedInput:
