@@ -181,20 +181,37 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
                          f"this run uses {task.tokenizer.name!r}")
     ids = word_class_ids(task.tokenizer)
     period = task.tokenizer.ids["."]
-    forward = jax.jit(lambda m, b, x: m(b, x))
+    forward = jax.jit(lambda m, b, x: m.forward(b, x))
     stream = iter(task.build_input(split, task.c.global_batch_size, 0, 1))
     right, total = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
+    found, named = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
     for _ in range(batches):
         batch = task.host_batch(next(stream))
         targets = batch["caption_targets"]  # (B, S, T)
-        logits = forward(model, batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
+        logits, concepts = forward(model, batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
+        if concepts is not None:
+            for k, class_ids in ids.items():
+                held = (targets[..., None] == class_ids).any(axis=-2)  # (B, S, C) words each caption holds
+                hits, words = concept_hits(np.asarray(concepts)[..., class_ids], held)
+                found[k], named[k] = found[k] + hits, named[k] + words
         correct = np.asarray(logits.argmax(-1)) == targets  # (B, S, T)
         listing = np.cumsum(targets == period, axis=-1) == 0  # (B, S, T)
         for k, class_ids in ids.items():
             where = np.isin(targets, class_ids) & (listing if k != "motion" else True)
             right[k] += int(correct[where].sum())
             total[k] += int(where.sum())
-    return {k: right[k] / total[k] if total[k] else None for k in ids} | {"words": total}
+    report = {k: right[k] / total[k] if total[k] else None for k in ids} | {"words": total}
+    if any(named.values()):
+        report |= {f"concept_{k}": found[k] / named[k] if named[k] else None for k in ids}
+    return report
+
+
+def concept_hits(scores: np.ndarray, held: np.ndarray) -> tuple[int, int]:
+    """`(hits, words)`: per caption, how many of its k held words (`held (..., C)`) are among the k
+    highest `scores (..., C)`, summed over captions; and the held words in all."""
+    ranks = np.argsort(np.argsort(-scores, axis=-1), axis=-1)  # (..., C): 0 = highest
+    count = held.sum(-1, keepdims=True)  # (..., 1)
+    return int((held & (ranks < count)).sum()), int(held.sum())
 
 
 def main(argv: list[str] | None = None) -> None:

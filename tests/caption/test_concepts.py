@@ -89,3 +89,11 @@ def test_concept_weight_config():
     old = ml_collections.ConfigDict(get_config("tiny").to_dict())
     del old.model["concept_weight"]  # workdirs written before the head existed
     assert not CaptionTask(old).model_config.concepts
+
+
+def test_concept_hits_counts_held_words_among_the_top_k():
+    from sora_jax.caption.metrics import concept_hits  # noqa: PLC0415
+
+    scores = np.array([[0.1, 0.9, 0.3, 0.5], [1.0, 2.0, 3.0, 4.0], [5.0, 1.0, 1.0, 1.0]])
+    held = np.array([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], bool)  # top 2 both held; top 1 not held; none held
+    assert concept_hits(scores, held) == (2, 3)
