@@ -35,6 +35,12 @@ class EncoderBlock(nnx.Module):
         self.mlp_norm = layer_norm(dim, eps, rngs)
         self.mlp = MLP(dim, mlp_dim, dtype=dtype, rngs=rngs)
 
+    def start_as_identity(self) -> None:
+        """Zeroes the output projections of attention and MLP: the block passes its input through
+        unchanged until trained (as adaLN-Zero does for the DiT's blocks)."""
+        for layer in (self.attn.to_out, self.mlp.fc_out):
+            layer.kernel[...] = jnp.zeros_like(layer.kernel[...])
+
     def __call__(self, x: jax.Array, segment_ids: jax.Array, rope=None) -> jax.Array:
         h = self.attn_norm(x)
         x = x + self.attn(h, segment_ids, h, segment_ids, rope)  # (B, L, D)

@@ -20,6 +20,12 @@ head reads each segment's max-pooled memory and predicts which vocabulary words 
 contains (multi-label, as the visual concept detectors of Fang et al., "From captions to visual
 concepts and back", 2015). Its targets are the caption's own words, so it needs no labels beyond
 the captions, and every word of every caption gets a direct per-clip gradient into the encoder.
+
+With `identity_init` the encoder blocks start as the identity (zero output projections, as
+adaLN-Zero starts the DiT's blocks), so at initialisation the memory is the stem's features and
+the blocks add to them as they learn. In the shape probe, three randomly initialised blocks between
+the conv stem and the readout delayed shape learning; started as the identity they did not
+(docs/caption.md).
 """
 from __future__ import annotations
 
@@ -55,6 +61,8 @@ class CaptionerConfig:
       frame_position: add an embedding of each patch's place in its frame and its frame index
         (module docstring); its projection starts at zero.
       concepts: add the word-detection head (module docstring, `concept_logits`).
+      identity_init: the encoder blocks start as the identity (`EncoderBlock.start_as_identity`),
+        so the memory starts as the patch embedding's features (module docstring).
     """
 
     patch_dim: int
@@ -76,6 +84,7 @@ class CaptionerConfig:
     channels: int = 3
     frame_position: bool = False
     concepts: bool = False
+    identity_init: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -124,6 +133,8 @@ class Captioner(nnx.Module):
             self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
         self.encoder = nnx.List([EncoderBlock(config.dim, config.heads, config.mlp_dim, **block_args)
                                  for _ in range(config.encoder_depth)])
+        for block in self.encoder if config.identity_init else ():
+            block.start_as_identity()
         self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
         self.decoder = TextDecoder(config.vocab_size, config.dim, config.decoder_depth, config.heads, config.mlp_dim,
                                    config.max_caption_len, **block_args)

@@ -51,10 +51,11 @@ class Probe(nnx.Module):
     """Front end (`cnn`: stride 1 then stride-2 3x3 convs down to 1/8; `patch`: linear 8x8 patches;
     `stem`: the captioner's `ConvStem` over packed 8x8 patches) and head (`pool`: global max or mean;
     `attn`: the captioner's encoder blocks with 2D RoPE, then one learned query attending over the
-    grid, as the caption decoder reads the encoder)."""
+    grid, as the caption decoder reads the encoder; `blockpool`: those blocks, then max pooling, as
+    the captioner's concept head reads them)."""
 
     def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs,
-                 stem_kernel: int = 2):
+                 stem_kernel: int = 2, zero_init: bool = False):
         self.front, self.head_kind, self.pool = front, head, pool
         convs, previous = [], 3
         for i, width in enumerate(widths if front == "cnn" else ()):
@@ -66,13 +67,16 @@ class Probe(nnx.Module):
             self.stem = ConvStem((1, PATCH, PATCH), 3, widths, 128, dtype=jnp.float32, rngs=rngs,
                                  deep_kernel=stem_kernel)
             features = 128
-        if head == "attn":
+        if head in ("attn", "blockpool"):
             self.proj = nnx.Linear(features, 128, rngs=rngs)
             self.blocks = nnx.List([EncoderBlock(128, 4, 512, eps=1e-6, dtype=jnp.float32, implementation="xla",
                                                  rngs=rngs) for _ in range(depth)])
+            features = 128
+            for block in self.blocks if zero_init else ():
+                block.start_as_identity()
+        if head == "attn":
             self.query = nnx.Param(jax.random.normal(rngs.params(), (1, 1, 128)) * 0.02)
             self.read = nnx.MultiHeadAttention(4, 128, decode=False, rngs=rngs)
-            features = 128
         self.out = nnx.Linear(features, len(SHAPES) + len(SIZES), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -87,7 +91,7 @@ class Probe(nnx.Module):
             x = x.reshape(batch, h, w, -1)  # (B, h, w, 128)
         for conv in self.convs:
             x = jax.nn.gelu(conv(x))  # (B, h, w, C)
-        if self.head_kind == "attn":
+        if self.head_kind in ("attn", "blockpool"):
             _, h, w, c = x.shape
             x = self.proj(x.reshape(batch, h * w, c))  # (B, N, 128)
             coords = jnp.broadcast_to(grid_coords((1, h, w)), (batch, h * w, 3))
@@ -95,7 +99,10 @@ class Probe(nnx.Module):
             segments = jnp.ones((batch, h * w), jnp.int32)
             for block in self.blocks:
                 x = block(x, segments, rope)
-            features = self.read(jnp.broadcast_to(self.query[...], (batch, 1, 128)), x)[:, 0]
+            if self.head_kind == "attn":
+                features = self.read(jnp.broadcast_to(self.query[...], (batch, 1, 128)), x)[:, 0]
+            else:  # the captioner's encoder, then the concept head's max pooling
+                features = x.max(axis=1)
         else:
             features = x.max(axis=(1, 2)) if self.pool == "max" else x.mean(axis=(1, 2))
         return self.out(features)  # (B, shapes + sizes)
@@ -127,7 +134,7 @@ def run(args) -> list[dict]:
     if args.side % PATCH or 2 ** (len(widths) - 1) != PATCH:
         raise ValueError(f"--side must be a multiple of {PATCH} and --widths hold 4 widths (stride 8)")
     model = Probe(args.front, args.head, args.pool, widths, args.depth, rngs=nnx.Rngs(args.seed),
-                  stem_kernel=args.stem_kernel)
+                  stem_kernel=args.stem_kernel, zero_init=args.zero_init)
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
     held_images, held_shapes, held_sizes = probe_images(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.side)
     records, start = [], time.time()
@@ -152,11 +159,12 @@ def run(args) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--front", choices=("cnn", "patch", "stem"), default="cnn")
-    parser.add_argument("--head", choices=("pool", "attn"), default="pool")
+    parser.add_argument("--head", choices=("pool", "attn", "blockpool"), default="pool")
     parser.add_argument("--pool", choices=("max", "mean"), default="max")
     parser.add_argument("--widths", default="32,64,64,128", help="CNN widths: stride 1, then three stride-2 layers")
     parser.add_argument("--depth", type=int, default=2, help="encoder blocks of the attn head")
     parser.add_argument("--stem-kernel", type=int, default=2, choices=(2, 3), help="the stem front's deep kernel")
+    parser.add_argument("--zero-init", action="store_true", help="zero the blocks' output projections (identity at init)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--side", type=int, default=64)

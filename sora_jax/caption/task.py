@@ -49,7 +49,8 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
                 stem_kernel=int(c.model.get("stem_kernel", 2)),
                 frame_position=bool(c.model.get("frame_position", False)),
-                concepts=float(c.model.get("concept_weight", 0.0)) > 0)
+                concepts=float(c.model.get("concept_weight", 0.0)) > 0,
+                identity_init=bool(c.model.get("identity_init", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -82,6 +83,8 @@ class CaptionTask:
         _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
         _need(isinstance(m.get("frame_position", False), bool),
               f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
+        _need(isinstance(m.get("identity_init", False), bool),
+              f"model.identity_init must be True or False, got {m.get('identity_init')!r}")
         weight = m.get("concept_weight", 0.0)
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
               f"model.concept_weight must be a number >= 0 (0 = no concept head), got {weight!r}")
