@@ -13,7 +13,9 @@ Variants:
   tokens), word-level caption vocabulary, linear patch stem. The conv-stem run on live data in
   docs/caption.md adds `model.stem=conv`, `data.sources=['shapes_world_live:tiny']`,
   `data.seq_len=1024`, `data.max_tokens_per_clip=512`. See docs/caption.md for the loss, held-out attribute agreement and CPU time
-  it reaches.
+  it reaches. Measured, off by default (docs/caption.md): `model.frame_position` (placement),
+  `model.concept_weight` (a word-detection head on pooled memory), `model.identity_init` (encoder
+  blocks start as the identity).
 - `base_v5p`, `base_v5e`: pod scale on VAE latents (patch 1x2x2, 16 channels, 4096-token rows),
   dim 768, 12 + 6 blocks, bf16; global batch 256 rows on TPU v5p-32 (FSDP over 16 chips) or
   v5e-64 (FSDP over 64 chips, 16 GiB HBM each). Set `data.sources` to latent datasets written by

@@ -8,6 +8,7 @@ asks for shape" from "shape is slow to learn from these pixels" (docs/caption.md
     python -m sora_jax.caption.shape_probe --front cnn --head attn     # CNN, then the captioner's blocks
     python -m sora_jax.caption.shape_probe --front patch --head attn   # linear 8x8 patches (the old stem)
     python -m sora_jax.caption.shape_probe --front stem --head pool    # the captioner's ConvStem on packed patches
+    python -m sora_jax.caption.shape_probe --front stem --head blockpool --depth 3 [--zero-init]  # stem, blocks, max
 
 Prints one JSON line per evaluation: step, loss, held-out shape and size accuracy, shape accuracy
 per object size, seconds.
