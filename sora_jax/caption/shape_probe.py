@@ -165,7 +165,7 @@ def main(argv=None) -> None:
     parser.add_argument("--widths", default="32,64,64,128", help="CNN widths: stride 1, then three stride-2 layers")
     parser.add_argument("--depth", type=int, default=2, help="encoder blocks of the attn head")
     parser.add_argument("--stem-kernel", type=int, default=2, choices=(2, 3), help="the stem front's deep kernel")
-    parser.add_argument("--zero-init", action="store_true", help="zero the blocks' output projections (identity at init)")
+    parser.add_argument("--zero-init", action="store_true", help="blocks start as the identity")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--side", type=int, default=64)

@@ -78,8 +78,8 @@ class Checkpointer:
         """
         step = self._latest()
         directory = os.path.join(self.directory, str(step), "state")
-        saved = {key_names(path): meta for path, meta in
-                 jax.tree_util.tree_flatten_with_path(ocp.StandardCheckpointer().metadata(directory).item_metadata.tree)[0]}
+        metadata = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+        saved = {key_names(path): meta for path, meta in jax.tree_util.tree_flatten_with_path(metadata)[0]}
         target, new = {}, []
         flat = jax.tree_util.tree_flatten_with_path(state)[0]
         for (path, leaf), sharding in zip(flat, jax.tree.leaves(shardings)):
