@@ -190,9 +190,10 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
         targets = batch["caption_targets"]  # (B, S, T)
         logits, concepts = forward(model, batch, teacher_forcing_inputs(targets, model.decoder.bos_id))  # (B, S, T, V)
         if concepts is not None:
+            concepts = np.asarray(concepts)  # (B, S, V), fetched once for every word class
             for k, class_ids in ids.items():
                 held = (targets[..., None] == class_ids).any(axis=-2)  # (B, S, C) words each caption holds
-                hits, words = concept_hits(np.asarray(concepts)[..., class_ids], held)
+                hits, words = concept_hits(concepts[..., class_ids], held)
                 found[k], named[k] = found[k] + hits, named[k] + words
         correct = np.asarray(logits.argmax(-1)) == targets  # (B, S, T)
         listing = np.cumsum(targets == period, axis=-1) == 0  # (B, S, T)
