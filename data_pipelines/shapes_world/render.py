@@ -80,6 +80,22 @@ def render_scene(scene):
     return video, stats
 
 
+def object_ids(scene, threshold: float = 0.5) -> np.ndarray:
+    """Which object each pixel shows: `(T, H, W)` int32 ids, -1 for background.
+
+    A pixel belongs to the nearest object that covers at least `threshold` of it, so anti-aliased
+    fringes stay background and occluded parts belong to the occluder (dense ground truth)."""
+    frames, height, width = scene.frames, scene.height, scene.width
+    discard = frames * height * width
+    ids = np.full(discard + 1, -1, np.int32)  # (T * H * W + 1,)
+    for obj_id in reversed(scene.depth_order):  # back to front: nearer objects overwrite
+        obj = scene.objects[obj_id]
+        footprint = _footprint(obj, obj.world_positions - scene.camera_offsets, height, width)
+        indices = _flat_indices(footprint, height, width, discard)  # (T, B, B)
+        ids[indices[footprint.inside >= threshold]] = obj_id
+    return ids[:discard].reshape(frames, height, width)
+
+
 def _footprint(obj, positions, height, width):
     """Coverage of one object in a window that follows its centre through all frames."""
     reach = obj.radius + 1.0  # one extra pixel holds the anti-aliased fringe

@@ -342,3 +342,25 @@ def test_bad_arguments_raise_value_error(args, kwargs):
 def test_non_integer_sizes_raise_type_error():
     with pytest.raises(TypeError):
         generate_clip(0, 8.5, 64, 64)
+
+
+@pytest.mark.parametrize("seed", [3, 11, 42])
+def test_object_ids_are_the_visible_pixels_of_each_object(seed):
+    from data_pipelines.shapes_world.render import object_ids, render_scene
+    from data_pipelines.shapes_world.scene import sample_scene
+
+    scene = sample_scene(seed, 5, 64, 96, 8.0, 3)
+    video, stats = render_scene(scene)
+    ids = object_ids(scene)  # (T, H, W)
+    assert ids.shape == video.shape[:3] and ids.min() >= -1 and ids.max() < len(scene.objects)
+    for k, obj in enumerate(scene.objects):
+        for t in range(scene.frames):
+            mine = ids[t] == k
+            visible = stats.area[k, t] * stats.visibility[k, t]  # px, occlusion and frame edges removed
+            assert abs(mine.sum() - visible) <= 0.1 * stats.area[k, t] + 3
+            # A labelled pixel is at least half this object's colour, so no channel is off by more than
+            # half the range; in all but the smallest footprints most pixels are the colour itself.
+            distance = np.abs(video[t][mine].astype(int) - np.array(COLOURS[obj.colour])).max(-1)
+            assert np.all(distance <= 128)
+            if mine.sum() >= 30:
+                assert np.median(distance) <= 2
