@@ -2,7 +2,10 @@
 # Accelerator-length training runs of the small models, through the real trainer, on a lent GPU:
 # the tiny VAE (`experiments/vae.py:tiny`, whose 30 dB held-out target is hours away on 2 CPU
 # cores) and the tiny captioner (`experiments/caption.py:tiny`), side by side on one GPU for
-# T_TRAIN seconds each, on SOURCE (default: Shapes World `tiny` rendered on demand). Workdirs
+# T_TRAIN seconds each, on SOURCE (default: Shapes World `tiny` rendered on demand). The captioner
+# runs the curriculum of docs/caption.md (CAP_CURRICULUM=1, the default): T_CAP1 seconds
+# (CAP1_STEPS-step schedule) on one-object images of `single`, then the rest of T_TRAIN on the
+# mixture SOURCE + `single`, started from the first stage's preemption save. Workdirs
 # (metrics.jsonl with held-out PSNR / caption agreement, config, the last checkpoint) come back
 # as OUT_DIR/<name>.tgz.* for evaluation on this machine:
 #
@@ -28,14 +31,17 @@ PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/gpu_train_work}
 # Clips rendered on demand (never repeated): with 2,000 stored clips the captioner memorised them.
 SOURCE=${SOURCE:-shapes_world_live:tiny}
-# Extra captioner overrides: by default the whole-frame conv stem at native resolution (docs/caption.md).
-CAP_ARGS=${CAP_ARGS:---config.model.stem=conv --config.model.stem_widths=(16,32,64,128) --config.data.seq_len=1024 --config.data.max_tokens_per_clip=512}
+# Extra captioner overrides: the conv stem, frame positions and identity-started blocks (docs/caption.md).
+CAP_ARGS=${CAP_ARGS:---config.model.stem=conv --config.model.stem_widths=(16,32,64,128) --config.model.frame_position=True --config.model.identity_init=True}
+CAP_CURRICULUM=${CAP_CURRICULUM:-1}
 export SORA_JAX_DATA=${SORA_JAX_DATA:-/tmp/sora_data}
 if [ "${DRY:-0}" = 1 ]; then
   T_TRAIN=${T_TRAIN:-300} VAE_STEPS=20 VAE_BATCH=8 VAE_EVERY=10 CAP_STEPS=20 CAP_BATCH=4 CAP_EVERY=10 WORKERS=0 WARMUP=5
+  T_CAP1=${T_CAP1:-150} CAP1_STEPS=10
 else
   T_TRAIN=${T_TRAIN:-270} VAE_STEPS=${VAE_STEPS:-20000} VAE_BATCH=${VAE_BATCH:-32} VAE_EVERY=2000
   CAP_STEPS=${CAP_STEPS:-8000} CAP_BATCH=${CAP_BATCH:-16} CAP_EVERY=2000 WORKERS=${WORKERS:-6} WARMUP=200
+  T_CAP1=${T_CAP1:-110} CAP1_STEPS=${CAP1_STEPS:-5000}
 fi
 
 has_stack() { $PY -c "import grain, tensorflow_datasets, array_record, ml_collections, av, tensorboardX, tree" 2>/dev/null; }
@@ -57,9 +63,9 @@ echo "=== data built in $((SECONDS - start))s"
 rm -rf "$WORK"; mkdir -p "$WORK"
 # Two small models share the GPU: no preallocation, so each takes what it uses.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-train() {  # train NAME CONFIG [overrides...]
+train() {  # [SECONDS=...] train NAME CONFIG [overrides...]
   local name=$1 config=$2; shift 2
-  timeout -k 10 "$T_TRAIN" $PY -m sora_jax.cli train --config "$config" --workdir "$WORK/$name" \
+  timeout -k 10 "${SECONDS_LIMIT:-$T_TRAIN}" $PY -m sora_jax.cli train --config "$config" --workdir "$WORK/$name" \
     --config.progress=False --config.keep_checkpoints=1 "$@" > "$OUT_DIR/$name.log" 2>&1
   echo "=== $name rc=$? after $((SECONDS - start))s"
 }
@@ -67,13 +73,29 @@ start=$SECONDS
 train vae_tiny experiments/vae.py:tiny --config.steps=$VAE_STEPS --config.global_batch_size=$VAE_BATCH \
   --config.log_every=$((VAE_EVERY / 10)) --config.eval_every=$VAE_EVERY --config.checkpoint_every=$VAE_EVERY \
   --config.sample_every=0 --config.data.worker_count=$WORKERS "--config.data.sources=['$SOURCE']" &
-train captioner_tiny experiments/caption.py:tiny --config.steps=$CAP_STEPS --config.global_batch_size=$CAP_BATCH \
-  --config.log_every=$((CAP_EVERY / 10)) --config.eval_every=$CAP_EVERY --config.checkpoint_every=$CAP_EVERY \
-  --config.sample_every=$CAP_EVERY --config.optim.warmup_steps=$WARMUP --config.data.worker_count=$WORKERS \
-  "--config.data.sources=['$SOURCE']" $CAP_ARGS &
+captioner() {  # [SECONDS_LIMIT=...] captioner NAME STEPS [overrides...]
+  local name=$1 steps=$2 every=$CAP_EVERY; shift 2
+  [ "$every" -gt "$steps" ] && every=$steps
+  train "$name" experiments/caption.py:tiny --config.steps="$steps" --config.global_batch_size=$CAP_BATCH \
+    --config.log_every=$((every / 10 > 0 ? every / 10 : 1)) --config.eval_every=$every \
+    --config.checkpoint_every=$every --config.sample_every=$every --config.optim.warmup_steps=$WARMUP \
+    --config.data.worker_count=$WORKERS $CAP_ARGS "$@"
+}
+if [ "$CAP_CURRICULUM" = 1 ]; then  # one-object images, then the mixture from their weights
+  {
+    SECONDS_LIMIT=$T_CAP1 captioner captioner_images "$CAP1_STEPS" "--config.data.sources=['shapes_world_live:single']" \
+      --config.data.max_frames=1 --config.data.seq_len=512 --config.data.max_tokens_per_clip=128
+    SECONDS_LIMIT=$((T_TRAIN - T_CAP1)) captioner captioner_tiny "$CAP_STEPS" \
+      "--config.data.sources=['$SOURCE','shapes_world_live:single']" --config.data.seq_len=1024 \
+      --config.data.max_tokens_per_clip=512 --config.init_from="$WORK/captioner_images"
+  } &
+else
+  captioner captioner_tiny "$CAP_STEPS" "--config.data.sources=['$SOURCE']" --config.data.seq_len=1024 \
+    --config.data.max_tokens_per_clip=512 &
+fi
 wait
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null | tail -1
-for name in vae_tiny captioner_tiny; do
+for name in vae_tiny captioner_images captioner_tiny; do
   [ -d "$WORK/$name" ] || continue
   tail -n 3 "$WORK/$name/metrics.jsonl" 2>/dev/null | cut -c1-400
   # Files back from a lent machine are at most 16 MiB each: split the archive.
