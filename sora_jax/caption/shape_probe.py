@@ -10,6 +10,7 @@ asks for shape" from "shape is slow to learn from these pixels" (docs/caption.md
     python -m sora_jax.caption.shape_probe --front stem --head pool    # the captioner's ConvStem on packed patches
     python -m sora_jax.caption.shape_probe --front stem --head blockpool --depth 3 [--zero-init]  # stem, blocks, max
     python -m sora_jax.caption.shape_probe --front stem --head attn --objects 3   # binding: "the red one's shape?"
+    python -m sora_jax.caption.shape_probe --front stem --head attn --objects 3 --single-steps 1000  # curriculum
 
 With `--objects K` each image holds 1 to K objects of distinct colours (as in the `tiny` mixture) and
 the probe is asked about one of them, named by its colour: the learned query of the `attn` head adds
@@ -200,9 +201,12 @@ def run(args) -> list[dict]:
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
     held = probe_scenes(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.side, args.objects)
     records, start = [], time.time()
+    if not 0 <= args.single_steps < args.steps:
+        raise ValueError(f"--single-steps must be in [0, --steps), got {args.single_steps}")
     for step in range(1, args.steps + 1):
         first = (args.seed * 10_000_000) + step * args.batch
-        batch = probe_scenes(range(first, first + args.batch), args.side, args.objects)
+        objects = 1 if step <= args.single_steps else args.objects  # the curriculum's first stage
+        batch = probe_scenes(range(first, first + args.batch), args.side, objects)
         loss = _train_step(model, optimizer, batch["images"], batch["shapes"], batch["sizes"], batch["colours"],
                            batch["patch_labels"], args.dense)
         if step % args.eval_every and step != args.steps:
@@ -215,8 +219,8 @@ def run(args) -> list[dict]:
         record = dict(step=step, loss=round(float(loss), 4), shape=round(float(right.mean()), 3),
                       size=round(float((size_pred == held["sizes"]).mean()), 3),
                       shape_by_size={name: round(float(right[held["sizes"] == k].mean()), 3)
-                                     for k, name in enumerate(SIZES)},
-                      seconds=round(time.time() - start, 1))
+                                     for k, name in enumerate(SIZES) if (held["sizes"] == k).any()},
+                      seconds=round(time.time() - start, 1), train_objects=objects)
         if args.dense > 0:  # per-patch shape on the patches that show an object
             labels = held["patch_labels"].reshape(args.held_out, -1)  # (N, h * w)
             dense = np.concatenate([p[2] for p in predicted])  # (N, h * w)
@@ -229,7 +233,7 @@ def run(args) -> list[dict]:
     return records
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--front", choices=("cnn", "patch", "stem"), default="cnn")
     parser.add_argument("--head", choices=("pool", "attn", "blockpool"), default="pool")
@@ -246,10 +250,12 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--objects", type=int, default=1,
                         help="objects per image, 1 to K; above 1 the probe is asked about one, named by its colour")
+    parser.add_argument("--single-steps", type=int, default=0,
+                        help="a curriculum: train on one-object images for this many steps first")
     parser.add_argument("--dense", type=float, default=0.0,
                         help="weight of a per-patch loss naming the shape each patch shows (0 = off)")
     parser.add_argument("--seed", type=int, default=0)
-    run(parser.parse_args(argv))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,18 @@ def test_probe_rejects_bad_object_counts():
         main(["--objects", "0", "--steps", "1"])
 
 
+def test_probe_rejects_a_curriculum_longer_than_the_run():
+    with pytest.raises(ValueError, match="single-steps"):
+        main(["--objects", "3", "--single-steps", "2", "--steps", "2"])
+
+
+def test_curriculum_trains_on_one_object_images_first():
+    records = main(["--front", "stem", "--head", "attn", "--widths", "16,32,64,128", "--depth", "1",
+                    "--objects", "3", "--single-steps", "1", "--steps", "2", "--eval-every", "1",
+                    "--batch", "2", "--side", "32", "--held-out", "4"])
+    assert [(r["step"], r["train_objects"]) for r in records] == [(1, 1), (2, 3)]
+
+
 def test_probe_rejects_widths_that_do_not_reach_stride_8():
     with pytest.raises(ValueError, match="--widths"):
         main(["--widths", "8,8", "--steps", "1"])
