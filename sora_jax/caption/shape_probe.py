@@ -195,14 +195,16 @@ def run(args) -> list[dict]:
         raise ValueError(f"--side must be a multiple of {PATCH} and --widths hold 4 widths (stride 8)")
     if args.objects < 1:
         raise ValueError(f"--objects must be at least 1, got {args.objects}")
+    if not 0 <= args.single_steps < args.steps:
+        raise ValueError(f"--single-steps must be in [0, --steps), got {args.single_steps}")
+    if args.dense < 0:
+        raise ValueError(f"--dense is a loss weight and must be >= 0, got {args.dense}")
     model = Probe(args.front, args.head, args.pool, widths, args.depth, rngs=nnx.Rngs(args.seed),
                   stem_kernel=args.stem_kernel, zero_init=args.zero_init, query=args.objects > 1,
                   dense=args.dense > 0)
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
     held = probe_scenes(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.side, args.objects)
     records, start = [], time.time()
-    if not 0 <= args.single_steps < args.steps:
-        raise ValueError(f"--single-steps must be in [0, --steps), got {args.single_steps}")
     for step in range(1, args.steps + 1):
         first = (args.seed * 10_000_000) + step * args.batch
         objects = 1 if step <= args.single_steps else args.objects  # the curriculum's first stage

@@ -52,9 +52,10 @@ def test_probe_rejects_bad_object_counts():
         main(["--objects", "0", "--steps", "1"])
 
 
-def test_probe_rejects_a_curriculum_longer_than_the_run():
-    with pytest.raises(ValueError, match="single-steps"):
-        main(["--objects", "3", "--single-steps", "2", "--steps", "2"])
+@pytest.mark.parametrize("flags, match", [(["--single-steps", "2"], "single-steps"), (["--dense", "-1"], "--dense")])
+def test_probe_rejects_a_curriculum_longer_than_the_run_and_negative_loss_weights(flags, match):
+    with pytest.raises(ValueError, match=match):
+        main(["--objects", "3", "--steps", "2", *flags])
 
 
 def test_curriculum_trains_on_one_object_images_first():
