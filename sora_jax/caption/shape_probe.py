@@ -94,7 +94,8 @@ class Probe(nnx.Module):
     (which pool before they know the colour, so cannot bind it to one object)."""
 
     def __init__(self, front: str, head: str, pool: str, widths, depth: int, *, rngs: nnx.Rngs,
-                 stem_kernel: int = 2, zero_init: bool = False, query: bool = False, dense: bool = False):
+                 stem_kernel: int = 2, zero_init: bool = False, query: bool = False, dense: bool = False,
+                 qk_scale: float = 1.0):
         self.front, self.head_kind, self.pool = front, head, pool
         convs, previous = [], 3
         for i, width in enumerate(widths if front == "cnn" else ()):
@@ -113,6 +114,9 @@ class Probe(nnx.Module):
             features = 128
             for block in self.blocks if zero_init else ():
                 block.start_as_identity()
+            for block in self.blocks:  # q/k RMS-norm scales: attention logits start qk_scale**2 as sharp
+                for norm in (block.attn.norm_q, block.attn.norm_k):
+                    norm.scale[...] = jnp.full_like(norm.scale[...], qk_scale)
         if head == "attn":
             self.query = nnx.Param(jax.random.normal(rngs.params(), (1, 1, 128)) * 0.02)
             self.read = nnx.MultiHeadAttention(4, 128, decode=False, rngs=rngs)
@@ -197,11 +201,13 @@ def run(args) -> list[dict]:
         raise ValueError(f"--objects must be at least 1, got {args.objects}")
     if not 0 <= args.single_steps < args.steps:
         raise ValueError(f"--single-steps must be in [0, --steps), got {args.single_steps}")
+    if args.qk_scale <= 0:
+        raise ValueError(f"--qk-scale must be > 0, got {args.qk_scale}")
     if args.dense < 0:
         raise ValueError(f"--dense is a loss weight and must be >= 0, got {args.dense}")
     model = Probe(args.front, args.head, args.pool, widths, args.depth, rngs=nnx.Rngs(args.seed),
                   stem_kernel=args.stem_kernel, zero_init=args.zero_init, query=args.objects > 1,
-                  dense=args.dense > 0)
+                  dense=args.dense > 0, qk_scale=args.qk_scale)
     optimizer = nnx.Optimizer(model, optax.adam(args.lr), wrt=nnx.Param)
     held = probe_scenes(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.side, args.objects)
     records, start = [], time.time()
@@ -256,6 +262,8 @@ def main(argv=None) -> list[dict]:
                         help="a curriculum: train on one-object images for this many steps first")
     parser.add_argument("--dense", type=float, default=0.0,
                         help="weight of a per-patch loss naming the shape each patch shows (0 = off)")
+    parser.add_argument("--qk-scale", type=float, default=1.0,
+                        help="starting q/k RMS-norm scale of the encoder blocks (attention logits x its square)")
     parser.add_argument("--seed", type=int, default=0)
     return run(parser.parse_args(argv))
 
