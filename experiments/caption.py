@@ -42,7 +42,7 @@ def _captioner_model(**overrides) -> ml_collections.ConfigDict:
     model = dict(tokenizer="words", dim=128, heads=4, mlp_dim=512, encoder_depth=3, decoder_depth=2,
                  max_caption_len=128, dtype="float32", attention="auto", in_channels=16,
                  stem="linear", stem_widths=(16, 32, 64, 128), stem_kernel=2, frame_position=False,
-                 concept_weight=0.0, identity_init=False, qk_scale=1.0)
+                 concept_weight=0.0, identity_init=False)
     return ml_collections.ConfigDict(model | overrides)
 
 

@@ -26,11 +26,6 @@ adaLN-Zero starts the DiT's blocks), so at initialisation the memory is the stem
 the blocks add to them as they learn. In the shape probe, three randomly initialised blocks between
 the conv stem and the readout delayed shape learning; started as the identity they did not
 (docs/caption.md).
-
-Queries and keys are RMS-normalised (the DiT's attention), so a head's logits are at most
-`|scale_q| |scale_k| sqrt(head_dim)`: about 5.7 at head_dim 32 with the scales at their starting 1,
-barely enough to single out one object's few patches among a frame's. `qk_scale` starts the scales
-higher (logits `qk_scale ** 2` as sharp) instead of leaving Adam to grow them ~lr a step.
 """
 from __future__ import annotations
 
@@ -68,8 +63,6 @@ class CaptionerConfig:
       concepts: add the word-detection head (module docstring, `concept_logits`).
       identity_init: the encoder blocks start as the identity (`EncoderBlock.start_as_identity`),
         so the memory starts as the patch embedding's features (module docstring).
-      qk_scale: starting value of every attention's q and k RMS-norm scales (encoder and decoder);
-        attention logits start `qk_scale ** 2` times as sharp (module docstring).
     """
 
     patch_dim: int
@@ -92,7 +85,6 @@ class CaptionerConfig:
     frame_position: bool = False
     concepts: bool = False
     identity_init: bool = False
-    qk_scale: float = 1.0
 
     @property
     def head_dim(self) -> int:
@@ -146,11 +138,6 @@ class Captioner(nnx.Module):
         self.encoder_norm = layer_norm(config.dim, config.eps, rngs)
         self.decoder = TextDecoder(config.vocab_size, config.dim, config.decoder_depth, config.heads, config.mlp_dim,
                                    config.max_caption_len, **block_args)
-        if config.qk_scale != 1.0:
-            for attn in [block.attn for block in self.encoder] + [
-                    a for block in self.decoder.blocks for a in (block.self_attn, block.cross_attn)]:
-                for norm in (attn.norm_q, attn.norm_k):
-                    norm.scale[...] = jnp.full_like(norm.scale[...], config.qk_scale)
         if config.frame_position:  # created last and zero: switching it on leaves the other weights as they were
             self.position_embed = dense(POSITION_FEATURES, config.dim, (None, "embed"), dtype=dtype, rngs=rngs,
                                         kernel_init=nnx.initializers.zeros_init())

@@ -50,8 +50,7 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
                 stem_kernel=int(c.model.get("stem_kernel", 2)),
                 frame_position=bool(c.model.get("frame_position", False)),
                 concepts=float(c.model.get("concept_weight", 0.0)) > 0,
-                identity_init=bool(c.model.get("identity_init", False)),
-                qk_scale=float(c.model.get("qk_scale", 1.0)))
+                identity_init=bool(c.model.get("identity_init", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -86,9 +85,6 @@ class CaptionTask:
               f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
         _need(isinstance(m.get("identity_init", False), bool),
               f"model.identity_init must be True or False, got {m.get('identity_init')!r}")
-        qk_scale = m.get("qk_scale", 1.0)
-        _need(isinstance(qk_scale, (int, float)) and not isinstance(qk_scale, bool) and qk_scale > 0,
-              f"model.qk_scale must be a number > 0 (1 = the default initialisation), got {qk_scale!r}")
         weight = m.get("concept_weight", 0.0)
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
               f"model.concept_weight must be a number >= 0 (0 = no concept head), got {weight!r}")
