@@ -6,7 +6,7 @@ import pytest
 
 from data_pipelines.shapes_world import generate_clip
 from data_pipelines.shapes_world.scene import COLOURS, SHAPES, SIZES
-from sora_jax.caption.shape_probe import main, probe_images, probe_scenes
+from sora_jax.caption.shape_probe import Probe, main, probe_images, probe_scenes
 
 
 def test_probe_labels_match_the_clip_meta():
@@ -52,8 +52,9 @@ def test_probe_rejects_bad_object_counts():
         main(["--objects", "0", "--steps", "1"])
 
 
-@pytest.mark.parametrize("flags, match", [(["--single-steps", "2"], "single-steps"), (["--dense", "-1"], "--dense")])
-def test_probe_rejects_a_curriculum_longer_than_the_run_and_negative_loss_weights(flags, match):
+@pytest.mark.parametrize("flags, match", [(["--single-steps", "2"], "single-steps"), (["--dense", "-1"], "--dense"),
+                                          (["--qk-scale", "0"], "--qk-scale")])
+def test_probe_rejects_a_curriculum_longer_than_the_run_and_negative_loss_weights_or_scales(flags, match):
     with pytest.raises(ValueError, match=match):
         main(["--objects", "3", "--steps", "2", *flags])
 
@@ -101,3 +102,20 @@ def test_patch_labels_name_the_shape_each_patch_shows():
             labelled += full.sum()
         assert np.all(labels[(blocks == -1).mean(-1) > 0.75] == 0)  # mostly background: background
     assert labelled > 10
+
+
+def test_qk_scale_is_a_temperature_on_the_encoder_attention():
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+
+    def probe(qk_scale):
+        return Probe("stem", "attn", "max", (16, 32, 64, 128), 2, rngs=nnx.Rngs(0), query=True, qk_scale=qk_scale)
+
+    images, colours = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1), jnp.array([0, 3])
+    plain, sharp = probe(1.0), probe(2.0)
+    before = plain(images, colours)
+    for block in plain.blocks:  # the same logits with the whole factor on the query side
+        block.attn.norm_q.scale[...] = jnp.full_like(block.attn.norm_q.scale[...], 4.0)
+    np.testing.assert_allclose(np.asarray(sharp(images, colours)), np.asarray(plain(images, colours)), atol=1e-5)
+    assert float(jnp.abs(sharp(images, colours) - before).max()) > 1e-3  # and not the default
