@@ -11,6 +11,7 @@ asks for shape" from "shape is slow to learn from these pixels" (docs/caption.md
     python -m sora_jax.caption.shape_probe --front stem --head blockpool --depth 3 [--zero-init]  # stem, blocks, max
     python -m sora_jax.caption.shape_probe --front stem --head attn --objects 3   # binding: "the red one's shape?"
     python -m sora_jax.caption.shape_probe --front stem --head attn --objects 3 --single-steps 1000  # curriculum
+    python -m sora_jax.caption.shape_probe --front stem --head attn --objects 3 --qk-scale 2  # sharper attention
 
 With `--objects K` each image holds 1 to K objects of distinct colours (as in the `tiny` mixture) and
 the probe is asked about one of them, named by its colour: the learned query of the `attn` head adds
