@@ -3,9 +3,10 @@
 # the tiny VAE (`experiments/vae.py:tiny`, whose 30 dB held-out target is hours away on 2 CPU
 # cores) and the tiny captioner (`experiments/caption.py:tiny`), side by side on one GPU for
 # T_TRAIN seconds each, on SOURCE (default: Shapes World `tiny` rendered on demand). The captioner
-# runs the curriculum of docs/caption.md (CAP_CURRICULUM=1, the default): T_CAP1 seconds
-# (CAP1_STEPS-step schedule) on one-object images of `single`, then the rest of T_TRAIN on the
-# mixture SOURCE + `single`, started from the first stage's preemption save. Workdirs
+# runs in two stages (CAP_CURRICULUM=1, the default): T_CAP1 seconds (CAP1_STEPS-step schedule)
+# on SOURCE's first frames, ~8 multi-object images per 512-token row, where binding shape to a
+# colour is learnt (docs/caption.md, "Multi-object images from scratch"), then the rest of T_TRAIN
+# on SOURCE's whole clips (motion), started from the first stage's preemption save. Workdirs
 # (metrics.jsonl with held-out PSNR / caption agreement, config, the last checkpoint) come back
 # as OUT_DIR/<name>.tgz.* for evaluation on this machine:
 #
@@ -81,12 +82,13 @@ captioner() {  # [SECONDS_LIMIT=...] captioner NAME STEPS [overrides...]
     --config.checkpoint_every=$every --config.sample_every=$every --config.optim.warmup_steps=$WARMUP \
     --config.data.worker_count=$WORKERS $CAP_ARGS "$@"
 }
-if [ "$CAP_CURRICULUM" = 1 ]; then  # one-object images, then the mixture from their weights
+if [ "$CAP_CURRICULUM" = 1 ]; then  # multi-object first frames, then whole clips from their weights
   {
-    SECONDS_LIMIT=$T_CAP1 captioner captioner_images "$CAP1_STEPS" "--config.data.sources=['shapes_world_live:single']" \
-      --config.data.max_frames=1 --config.data.seq_len=512 --config.data.max_tokens_per_clip=128
+    SECONDS_LIMIT=$T_CAP1 captioner captioner_images "$CAP1_STEPS" "--config.data.sources=['$SOURCE']" \
+      --config.data.max_frames=1 --config.data.seq_len=512 --config.data.max_tokens_per_clip=128 \
+      --config.data.max_segments_per_row=8
     SECONDS_LIMIT=$((T_TRAIN - T_CAP1)) captioner captioner_tiny "$CAP_STEPS" \
-      "--config.data.sources=['$SOURCE','shapes_world_live:single']" --config.data.seq_len=1024 \
+      "--config.data.sources=['$SOURCE']" --config.data.seq_len=1024 \
       --config.data.max_tokens_per_clip=512 --config.init_from="$WORK/captioner_images"
   } &
 else
