@@ -1,12 +1,16 @@
 """The shape probe's labels are the rendered scenes' ground truth."""
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from data_pipelines.shapes_world import generate_clip
-from data_pipelines.shapes_world.scene import COLOURS, SHAPES, SIZES
-from sora_jax.caption.shape_probe import Probe, main, probe_images, probe_scenes
+from data_pipelines.shapes_world.render import object_ids
+from data_pipelines.shapes_world.scene import COLOURS, SHAPES, SIZES, sample_scene
+from sora_jax.caption.shape_probe import Probe, main, patch_labels, probe_images, probe_scenes
 
 
 def test_probe_labels_match_the_clip_meta():
@@ -35,11 +39,6 @@ def test_binding_probe_asks_about_one_object_of_each_multi_object_scene():
 
 
 def test_colour_query_changes_the_attention_heads_answer():
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from sora_jax.caption.shape_probe import Probe
-
     probe = Probe("stem", "attn", "max", (4, 4, 4, 4), 1, rngs=nnx.Rngs(0), query=True)
     images = jnp.asarray(probe_scenes(range(2), 32, objects=3)["images"])
     red, blue = (probe(images, jnp.full((2,), list(COLOURS).index(c))) for c in ("red", "blue"))
@@ -72,11 +71,6 @@ def test_probe_rejects_widths_that_do_not_reach_stride_8():
 
 
 def test_stem_front_keeps_the_images_of_a_batch_apart():
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from sora_jax.caption.shape_probe import Probe
-
     probe = Probe("stem", "pool", "max", (4, 4, 4, 4), 1, rngs=nnx.Rngs(0))
     images, _, _ = probe_images(range(3), 32)
     changed = images.copy()
@@ -87,10 +81,6 @@ def test_stem_front_keeps_the_images_of_a_batch_apart():
 
 
 def test_patch_labels_name_the_shape_each_patch_shows():
-    from data_pipelines.shapes_world.render import object_ids
-    from data_pipelines.shapes_world.scene import sample_scene
-    from sora_jax.caption.shape_probe import patch_labels
-
     labelled = 0
     for seed in range(12):
         scene = sample_scene(seed, 1, 64, 64, 8.0, 3)
@@ -105,17 +95,13 @@ def test_patch_labels_name_the_shape_each_patch_shows():
 
 
 def test_qk_scale_is_a_temperature_on_the_encoder_attention():
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    from flax import nnx  # noqa: PLC0415
-
     def probe(qk_scale):
         return Probe("stem", "attn", "max", (16, 32, 64, 128), 2, rngs=nnx.Rngs(0), query=True, qk_scale=qk_scale)
 
     images, colours = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1), jnp.array([0, 3])
     plain, sharp = probe(1.0), probe(2.0)
-    before = plain(images, colours)
+    before, after = np.asarray(plain(images, colours)), np.asarray(sharp(images, colours))
     for block in plain.blocks:  # the same logits with the whole factor on the query side
         block.attn.norm_q.scale[...] = jnp.full_like(block.attn.norm_q.scale[...], 4.0)
-    np.testing.assert_allclose(np.asarray(sharp(images, colours)), np.asarray(plain(images, colours)), atol=1e-5)
-    assert float(jnp.abs(sharp(images, colours) - before).max()) > 1e-3  # and not the default
+    np.testing.assert_allclose(after, np.asarray(plain(images, colours)), atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3  # and not the default
