@@ -3,7 +3,10 @@
 `shapes_world_live:CONFIG` is the mixture of Shapes World `CONFIG` with (practically) no end: train
 record `i` is the clip of seed `i` for every seed below the validation offset, so an accelerator
 run never sees a clip twice. The validation split is the config's own, the same clips as the
-built `shapes_world:CONFIG` validation split, so held-out numbers compare across the two. Every
+built `shapes_world:CONFIG` validation split, so held-out numbers compare across the two. The
+`test` split (live only) holds `TEST_CLIPS` more held-out clips, of seeds above both, for figures
+tighter than a few dozen validation clips give (read a prefix of it: `caption.metrics --split test
+--limit N`). Every
 record equals the built dataset's record of the same seed (tested), in the same schema, so the
 pipelines decode it like a built one.
 
@@ -16,6 +19,9 @@ from data_pipelines.shapes_world import generate_clip
 from data_pipelines.shapes_world.builder import CONFIGS, VALIDATION_SEED_OFFSET, clip_shape, split_seeds
 
 PREFIX = "shapes_world_live:"
+SPLITS = ("train", "validation", "test")
+TEST_SEED_OFFSET = 1_500_000_000  # above every train and validation seed, below 2**31
+TEST_CLIPS = 100_000
 
 
 def is_live(spec) -> bool:
@@ -30,10 +36,13 @@ class LiveShapesWorld:
         known = {c.name: c for c in CONFIGS}
         if config_name not in known:
             raise ValueError(f"bad data source {PREFIX}{config_name!r}: known configs {sorted(known)}")
-        if split not in ("train", "validation"):
-            raise ValueError(f"split {split!r} not in {PREFIX}{config_name}; available: ['train', 'validation']")
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r} not in {PREFIX}{config_name}; available: {list(SPLITS)}")
         self.config, self.split = known[config_name], split
-        self.seeds = range(VALIDATION_SEED_OFFSET) if split == "train" else split_seeds(self.config, split)
+        if split == "test":
+            self.seeds = range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + TEST_CLIPS)
+        else:
+            self.seeds = range(VALIDATION_SEED_OFFSET) if split == "train" else split_seeds(self.config, split)
 
     def __len__(self) -> int:
         return len(self.seeds)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from data_pipelines.shapes_world import generate_clip
-from sora_jax.caption.metrics import agreement, motion_of, parse_caption, summarize
+from sora_jax.caption.metrics import agreement, motion_of, parse_caption, shape_by_size, summarize
 
 
 def meta(*objects, frames=9):
@@ -56,6 +56,18 @@ def test_motion_words_of_the_grammar():
     assert motion_of("spins counterclockwise while drifting upward") == "rotate"
     assert motion_of("stays still in the top left") == "static"
     assert motion_of("passes behind the red circle from frame 2 to 5.") is None
+
+
+def test_shape_by_size_counts_each_meta_object_once_under_its_own_size():
+    clip = meta(("small", "red", "circle", "linear"), ("large", "blue", "star", "bounce"),
+                ("small", "green", "square", "static"))
+    assert shape_by_size(RIGHT, clip) == {"small": [1, 2], "large": [1, 1]}  # the green square is left out
+    wrong = RIGHT.replace("blue star", "blue hexagon")
+    assert shape_by_size(wrong, clip) == {"small": [1, 2], "large": [0, 1]}
+    invented = RIGHT.replace("and a large blue star", ", a large blue star and a small pink hexagon")
+    assert shape_by_size(invented, VIDEO) == {"small": [1, 1], "large": [1, 1]}  # inventions cost shape, not here
+    report = summarize([shape_by_size(RIGHT, clip), shape_by_size(wrong, clip)])
+    assert report["small"] == 2 / 4 and report["large"] == 1 / 2
 
 
 def test_images_are_not_scored_on_motion():

@@ -7,7 +7,7 @@ import pytest
 from data_pipelines import pipeline
 from data_pipelines.clips import ClipBatchConfig, build_clip_batches
 from data_pipelines.shapes_world.builder import VALIDATION_SEED_OFFSET
-from data_pipelines.shapes_world.live import LiveShapesWorld
+from data_pipelines.shapes_world.live import TEST_CLIPS, TEST_SEED_OFFSET, LiveShapesWorld
 from data_pipelines.sources import DecodeOptions, _text, clip_decoder, open_source
 from sora_jax.text.tokenizers import get_tokenizer
 from tests.data_pipelines.test_pipeline import make_config
@@ -65,8 +65,8 @@ def test_single_config_shows_one_object_per_clip():
 def test_bad_live_specs_are_named():
     with pytest.raises(ValueError, match="known configs"):
         LiveShapesWorld("huge", "train")
-    with pytest.raises(ValueError, match="available"):
-        open_source(LIVE, "test")
+    with pytest.raises(ValueError, match=r"available: \['train', 'validation', 'test'\]"):
+        open_source(LIVE, "holdout")
 
 
 def test_encode_rejects_a_live_source(tmp_path):
@@ -74,3 +74,15 @@ def test_encode_rejects_a_live_source(tmp_path):
 
     with pytest.raises(ValueError, match="has no end"):
         run_encode(EncodeConfig(vae_workdir=str(tmp_path / "vae"), data=LIVE, out=str(tmp_path / "out")))
+
+
+def test_test_split_is_held_out_from_train_and_validation():
+    """The live-only `test` split: many clips whose seeds no train or validation record uses."""
+    test, validation = LiveShapesWorld("tiny", "test"), LiveShapesWorld("tiny", "validation")
+    train = LiveShapesWorld("tiny", "train")
+    assert len(test) == TEST_CLIPS and test.seeds[0] == TEST_SEED_OFFSET
+    assert test.seeds[0] > max(validation.seeds) and test.seeds[0] > max(train.seeds)
+    seeds = [json.loads(test[i]["meta"])["seed"] for i in (0, 5)]
+    assert seeds == [TEST_SEED_OFFSET, TEST_SEED_OFFSET + 5]
+    source, _ = open_source(LIVE, "test")
+    assert len(source) == TEST_CLIPS
