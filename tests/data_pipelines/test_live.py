@@ -81,7 +81,7 @@ def test_test_split_is_held_out_from_train_and_validation():
     test, validation = LiveShapesWorld("tiny", "test"), LiveShapesWorld("tiny", "validation")
     train = LiveShapesWorld("tiny", "train")
     assert len(test) == TEST_CLIPS and test.seeds[0] == TEST_SEED_OFFSET
-    assert test.seeds[0] > max(validation.seeds) and test.seeds[0] > max(train.seeds)
+    assert test.seeds[0] > validation.seeds[-1] and test.seeds[0] > train.seeds[-1]  # ranges: last = largest
     seeds = [json.loads(test[i]["meta"])["seed"] for i in (0, 5)]
     assert seeds == [TEST_SEED_OFFSET, TEST_SEED_OFFSET + 5]
     source, _ = open_source(LIVE, "test")
