@@ -110,29 +110,46 @@ def match_objects(predicted: list[dict], truth: list[dict], attributes) -> list[
     return [(a, b) if small is predicted else (b, a) for a, b in best[1]]
 
 
-def agreement(caption: str, meta: dict | str) -> dict:
-    """Per-attribute `[agreeing, total]` of one caption against one meta (see the module docstring)."""
+def _matched(caption: str, meta: dict | str) -> tuple[list[dict], list[dict], bool, list[tuple[dict, dict]]]:
+    """A caption's objects, the meta's, whether it is a video, and their `match_objects` pairs."""
     predicted, (truth, is_video) = parse_caption(caption), truth_from_meta(meta)
-    attributes = _attributes(is_video)
-    total = max(len(predicted), len(truth))
-    pairs = match_objects(predicted, truth, attributes)
-    counts = {k: [sum(p[k] == t[k] for p, t in pairs), total] for k in attributes}
+    return predicted, truth, is_video, match_objects(predicted, truth, _attributes(is_video))
+
+
+def _agreement(predicted, truth, is_video, pairs) -> dict:
+    counts = {k: [sum(p[k] == t[k] for p, t in pairs), max(len(predicted), len(truth))]
+              for k in _attributes(is_video)}
     counts["objects"] = [int(len(predicted) == len(truth)), 1]
     counts["placement"] = [sum(p["placement"] == t["placement"] for p, t in pairs if t["placement"]),
                            sum(bool(t["placement"]) for t in truth)]
     return counts
 
 
-def shape_by_size(caption: str, meta: dict | str) -> dict[str, list[int]]:
-    """`{size: [shapes named right, objects]}` over the clip's objects of each size in `meta` (an object
-    the caption leaves out counts as wrong): whether shape errors sit on the small objects."""
-    predicted, (truth, is_video) = parse_caption(caption), truth_from_meta(meta)
-    named = {id(t): p for p, t in match_objects(predicted, truth, _attributes(is_video))}
+def _shape_by_size(truth, pairs) -> dict[str, list[int]]:
+    named = {id(t): p for p, t in pairs}
     counts = {size: [0, 0] for size in dict.fromkeys(t["size"] for t in truth)}
     for t in truth:
         counts[t["size"]][0] += int(id(t) in named and named[id(t)]["shape"] == t["shape"])
         counts[t["size"]][1] += 1
     return counts
+
+
+def agreement(caption: str, meta: dict | str) -> dict:
+    """Per-attribute `[agreeing, total]` of one caption against one meta (see the module docstring)."""
+    return _agreement(*_matched(caption, meta))
+
+
+def shape_by_size(caption: str, meta: dict | str) -> dict[str, list[int]]:
+    """`{size: [shapes named right, objects]}` over the clip's objects of each size in `meta` (an object
+    the caption leaves out counts as wrong): whether shape errors sit on the small objects."""
+    _, truth, _, pairs = _matched(caption, meta)
+    return _shape_by_size(truth, pairs)
+
+
+def score_caption(caption: str, meta: dict | str) -> tuple[dict, dict[str, list[int]]]:
+    """`(agreement(caption, meta), shape_by_size(caption, meta))` from one parse and one matching."""
+    predicted, truth, is_video, pairs = _matched(caption, meta)
+    return _agreement(predicted, truth, is_video, pairs), _shape_by_size(truth, pairs)
 
 
 def summarize(counts: list[dict]) -> dict:
@@ -169,10 +186,10 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
 
     records = read_records(dataset, split, limit)
     captions = ClipCaptioner(model, c, rows).caption(records)
-    counts = [agreement(caption, record["meta"]) for caption, record in zip(captions, records)]
-    report = summarize(counts) | {"clips": len(records), "exact_captions": float(np.mean(
+    scored = [score_caption(caption, record["meta"]) for caption, record in zip(captions, records)]
+    report = summarize([counts for counts, _ in scored]) | {"clips": len(records), "exact_captions": float(np.mean(
         [caption == record["caption"] for caption, record in zip(captions, records)]))}
-    by_size = summarize([shape_by_size(caption, record["meta"]) for caption, record in zip(captions, records)])
+    by_size = summarize([by_size for _, by_size in scored])
     report["shape_by_size"] = {size: by_size[size] for size in SIZES if size in by_size}
     report["examples"] = [{"generated": caption, "reference": record["caption"]}
                           for caption, record in zip(captions[:8], records[:8])]

@@ -81,3 +81,18 @@ def test_teacher_forced_cli_scores_the_given_data(overfit_workdir, caption_data_
     assert own["colour"] == own["shape"] == 1.0  # the memorised training clips
     assert single["words"]["colour"] >= single["words"]["shape"] > 0  # listing colours include the background's
     assert single["words"] != own["words"]
+
+
+def test_evaluate_captioner_scores_memorised_clips_as_right(captioner, overfit_dataset):
+    """The report a run writes as `captions.json`: every attribute and every size class of the memorised
+    clips right, counted over each object of their meta."""
+    import json
+
+    from sora_jax.caption.metrics import evaluate_captioner
+
+    report = evaluate_captioner(captioner.model, captioner.c, overfit_dataset, "train", rows=2)
+    objects = sum(len(json.loads(clip["meta"])["objects"]) for clip in read_records(overfit_dataset, "train"))
+    assert report["clips"] == 4 and report["exact_captions"] == 1.0
+    assert report["overall"] == report["colour"] == report["shape"] == 1.0, report
+    assert report["counts"]["shape"] == [objects, objects]
+    assert set(report["shape_by_size"].values()) == {1.0}

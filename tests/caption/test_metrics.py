@@ -5,7 +5,7 @@ import json
 import pytest
 
 from data_pipelines.shapes_world import generate_clip
-from sora_jax.caption.metrics import agreement, motion_of, parse_caption, shape_by_size, summarize
+from sora_jax.caption.metrics import agreement, motion_of, parse_caption, score_caption, shape_by_size, summarize
 
 
 def meta(*objects, frames=9):
@@ -68,6 +68,8 @@ def test_shape_by_size_counts_each_meta_object_once_under_its_own_size():
     assert shape_by_size(invented, VIDEO) == {"small": [1, 1], "large": [1, 1]}  # inventions cost shape, not here
     report = summarize([shape_by_size(RIGHT, clip), shape_by_size(wrong, clip)])
     assert report["small"] == 2 / 4 and report["large"] == 1 / 2
+    for caption, truth in ((RIGHT, clip), (wrong, clip), (invented, VIDEO)):  # one matching gives both
+        assert score_caption(caption, truth) == (agreement(caption, truth), shape_by_size(caption, truth))
 
 
 def test_images_are_not_scored_on_motion():
