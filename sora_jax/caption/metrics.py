@@ -12,10 +12,11 @@ costs one per attribute. Motion is scored on videos only (an image shows no moti
 (where in a 3 x 3 grid of the frame an object sits: "in the centre", "in the top left") is scored
 for the objects whose sentence names it, those of images and the still objects of videos, over the
 matched pairs; it is reported apart and is not part of *overall*. `shape_by_size` splits shape over
-the clip's objects by their size (is it the small objects that are named wrong?). The `validation`
-split of a Shapes World config holds a few dozen clips (about ±0.06 on shape); the live source's
-`test` split holds 100,000 more held-out clips, so `--split test --limit 256` reads about 500
-objects (±0.02).
+the clip's objects by their size (is it the small objects that are named wrong?), and
+`motion_by_type` splits motion over a video's objects by how they truly move (are falls and spins
+missed?). The `validation` split of a Shapes World config holds a few dozen clips (about ±0.06 on
+shape); the live source's `test` split holds 100,000 more held-out clips, so `--split test --limit
+256` reads about 500 objects (±0.02).
 
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world_live:tiny --split test --limit 256
@@ -30,7 +31,7 @@ import re
 
 import numpy as np
 
-from data_pipelines.shapes_world import COLOURS, SHAPES, SIZES
+from data_pipelines.shapes_world import COLOURS, MOTIONS, SHAPES, SIZES
 from data_pipelines.shapes_world.captions import placement
 
 ATTRIBUTES = ("colour", "shape", "motion")
@@ -125,12 +126,13 @@ def _agreement(predicted, truth, is_video, pairs) -> dict:
     return counts
 
 
-def _shape_by_size(truth, pairs) -> dict[str, list[int]]:
+def _right_by(truth, pairs, attribute: str, group: str) -> dict[str, list[int]]:
+    """`{value of group: [attribute named right, objects]}` over the objects of `truth`."""
     named = {id(t): p for p, t in pairs}
-    counts = {size: [0, 0] for size in dict.fromkeys(t["size"] for t in truth)}
+    counts = {value: [0, 0] for value in dict.fromkeys(t[group] for t in truth)}
     for t in truth:
-        counts[t["size"]][0] += int(id(t) in named and named[id(t)]["shape"] == t["shape"])
-        counts[t["size"]][1] += 1
+        counts[t[group]][0] += int(id(t) in named and named[id(t)][attribute] == t[attribute])
+        counts[t[group]][1] += 1
     return counts
 
 
@@ -143,13 +145,21 @@ def shape_by_size(caption: str, meta: dict | str) -> dict[str, list[int]]:
     """`{size: [shapes named right, objects]}` over the clip's objects of each size in `meta` (an object
     the caption leaves out counts as wrong): whether shape errors sit on the small objects."""
     _, truth, _, pairs = _matched(caption, meta)
-    return _shape_by_size(truth, pairs)
+    return _right_by(truth, pairs, "shape", "size")
 
 
-def score_caption(caption: str, meta: dict | str) -> tuple[dict, dict[str, list[int]]]:
-    """`(agreement(caption, meta), shape_by_size(caption, meta))` from one parse and one matching."""
+def motion_by_type(caption: str, meta: dict | str) -> dict[str, list[int]]:
+    """`{true motion: [motions named right, objects]}` over a video's objects (`{}` for an image):
+    which motions (a fall, a spin) the captioner misses."""
+    _, truth, is_video, pairs = _matched(caption, meta)
+    return _right_by(truth, pairs, "motion", "motion") if is_video else {}
+
+
+def score_caption(caption: str, meta: dict | str) -> tuple[dict, dict[str, list[int]], dict[str, list[int]]]:
+    """`(agreement, shape_by_size, motion_by_type)` of a caption from one parse and one matching."""
     predicted, truth, is_video, pairs = _matched(caption, meta)
-    return _agreement(predicted, truth, is_video, pairs), _shape_by_size(truth, pairs)
+    return (_agreement(predicted, truth, is_video, pairs), _right_by(truth, pairs, "shape", "size"),
+            _right_by(truth, pairs, "motion", "motion") if is_video else {})
 
 
 def summarize(counts: list[dict]) -> dict:
@@ -187,10 +197,11 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
     records = read_records(dataset, split, limit)
     captions = ClipCaptioner(model, c, rows).caption(records)
     scored = [score_caption(caption, record["meta"]) for caption, record in zip(captions, records)]
-    report = summarize([counts for counts, _ in scored]) | {"clips": len(records), "exact_captions": float(np.mean(
-        [caption == record["caption"] for caption, record in zip(captions, records)]))}
-    by_size = summarize([by_size for _, by_size in scored])
+    report = summarize([counts for counts, _, _ in scored]) | {"clips": len(records), "exact_captions": float(
+        np.mean([caption == record["caption"] for caption, record in zip(captions, records)]))}
+    by_size, by_motion = summarize([s for _, s, _ in scored]), summarize([m for _, _, m in scored])
     report["shape_by_size"] = {size: by_size[size] for size in SIZES if size in by_size}
+    report["motion_by_type"] = {motion: by_motion[motion] for motion in MOTIONS if motion in by_motion}
     report["examples"] = [{"generated": caption, "reference": record["caption"]}
                           for caption, record in zip(captions[:8], records[:8])]
     return report

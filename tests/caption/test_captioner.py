@@ -96,3 +96,4 @@ def test_evaluate_captioner_scores_memorised_clips_as_right(captioner, overfit_d
     assert report["overall"] == report["colour"] == report["shape"] == 1.0, report
     assert report["counts"]["shape"] == [objects, objects]
     assert set(report["shape_by_size"].values()) == {1.0}
+    assert report["motion_by_type"] and set(report["motion_by_type"].values()) == {1.0}  # the 4 clips hold videos

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from data_pipelines.shapes_world import generate_clip
-from sora_jax.caption.metrics import agreement, motion_of, parse_caption, score_caption, shape_by_size, summarize
+from sora_jax.caption.metrics import (agreement, motion_by_type, motion_of, parse_caption, score_caption, shape_by_size,
+                                      summarize)
 
 
 def meta(*objects, frames=9):
@@ -68,8 +69,19 @@ def test_shape_by_size_counts_each_meta_object_once_under_its_own_size():
     assert shape_by_size(invented, VIDEO) == {"small": [1, 1], "large": [1, 1]}  # inventions cost shape, not here
     report = summarize([shape_by_size(RIGHT, clip), shape_by_size(wrong, clip)])
     assert report["small"] == 2 / 4 and report["large"] == 1 / 2
-    for caption, truth in ((RIGHT, clip), (wrong, clip), (invented, VIDEO)):  # one matching gives both
-        assert score_caption(caption, truth) == (agreement(caption, truth), shape_by_size(caption, truth))
+    for caption, truth in ((RIGHT, clip), (wrong, clip), (invented, VIDEO)):  # one matching gives all three
+        assert score_caption(caption, truth) == (agreement(caption, truth), shape_by_size(caption, truth),
+                                                 motion_by_type(caption, truth))
+
+
+def test_motion_by_type_counts_each_video_object_under_its_true_motion():
+    clip = meta(("small", "red", "circle", "linear"), ("large", "blue", "star", "bounce"),
+                ("small", "green", "square", "fall"))
+    assert motion_by_type(RIGHT, clip) == {"linear": [1, 1], "bounce": [1, 1], "fall": [0, 1]}  # square left out
+    spun = RIGHT.replace("moves downward and bounces off the bottom wall at frame 4", "spins clockwise in place")
+    assert motion_by_type(spun, clip) == {"linear": [1, 1], "bounce": [0, 1], "fall": [0, 1]}
+    image = meta(("medium", "cyan", "hexagon", "static"), frames=1)
+    assert motion_by_type("A medium cyan hexagon on a plain brown background.", image) == {}
 
 
 def test_images_are_not_scored_on_motion():
