@@ -33,7 +33,9 @@ class Checkpointer:
         )
 
     def steps(self) -> list[int]:
-        return sorted(self._manager.all_steps(read=True))
+        """Steps on disk now (read afresh: another process may have written or moved some)."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state, data_iterator, force: bool = False) -> bool:
         """Starts saving `state` and the data iterator's position at `step`; returns whether it saved."""
