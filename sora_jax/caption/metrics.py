@@ -111,21 +111,6 @@ def match_objects(predicted: list[dict], truth: list[dict], attributes) -> list[
     return [(a, b) if small is predicted else (b, a) for a, b in best[1]]
 
 
-def _matched(caption: str, meta: dict | str) -> tuple[list[dict], list[dict], bool, list[tuple[dict, dict]]]:
-    """A caption's objects, the meta's, whether it is a video, and their `match_objects` pairs."""
-    predicted, (truth, is_video) = parse_caption(caption), truth_from_meta(meta)
-    return predicted, truth, is_video, match_objects(predicted, truth, _attributes(is_video))
-
-
-def _agreement(predicted, truth, is_video, pairs) -> dict:
-    counts = {k: [sum(p[k] == t[k] for p, t in pairs), max(len(predicted), len(truth))]
-              for k in _attributes(is_video)}
-    counts["objects"] = [int(len(predicted) == len(truth)), 1]
-    counts["placement"] = [sum(p["placement"] == t["placement"] for p, t in pairs if t["placement"]),
-                           sum(bool(t["placement"]) for t in truth)]
-    return counts
-
-
 def _right_by(truth, pairs, attribute: str, group: str) -> dict[str, list[int]]:
     """`{value of group: [attribute named right, objects]}` over the objects of `truth`."""
     named = {id(t): p for p, t in pairs}
@@ -136,30 +121,34 @@ def _right_by(truth, pairs, attribute: str, group: str) -> dict[str, list[int]]:
     return counts
 
 
+def score_caption(caption: str, meta: dict | str) -> tuple[dict, dict[str, list[int]], dict[str, list[int]]]:
+    """`(agreement, shape_by_size, motion_by_type)` of a caption from one parse and one matching."""
+    predicted, (truth, is_video) = parse_caption(caption), truth_from_meta(meta)
+    attributes = _attributes(is_video)
+    pairs = match_objects(predicted, truth, attributes)
+    counts = {k: [sum(p[k] == t[k] for p, t in pairs), max(len(predicted), len(truth))] for k in attributes}
+    counts["objects"] = [int(len(predicted) == len(truth)), 1]
+    counts["placement"] = [sum(p["placement"] == t["placement"] for p, t in pairs if t["placement"]),
+                           sum(bool(t["placement"]) for t in truth)]
+    motions = _right_by(truth, pairs, "motion", "motion") if is_video else {}
+    return counts, _right_by(truth, pairs, "shape", "size"), motions
+
+
 def agreement(caption: str, meta: dict | str) -> dict:
     """Per-attribute `[agreeing, total]` of one caption against one meta (see the module docstring)."""
-    return _agreement(*_matched(caption, meta))
+    return score_caption(caption, meta)[0]
 
 
 def shape_by_size(caption: str, meta: dict | str) -> dict[str, list[int]]:
     """`{size: [shapes named right, objects]}` over the clip's objects of each size in `meta` (an object
     the caption leaves out counts as wrong): whether shape errors sit on the small objects."""
-    _, truth, _, pairs = _matched(caption, meta)
-    return _right_by(truth, pairs, "shape", "size")
+    return score_caption(caption, meta)[1]
 
 
 def motion_by_type(caption: str, meta: dict | str) -> dict[str, list[int]]:
     """`{true motion: [motions named right, objects]}` over a video's objects (`{}` for an image):
     which motions (a fall, a spin) the captioner misses."""
-    _, truth, is_video, pairs = _matched(caption, meta)
-    return _right_by(truth, pairs, "motion", "motion") if is_video else {}
-
-
-def score_caption(caption: str, meta: dict | str) -> tuple[dict, dict[str, list[int]], dict[str, list[int]]]:
-    """`(agreement, shape_by_size, motion_by_type)` of a caption from one parse and one matching."""
-    predicted, truth, is_video, pairs = _matched(caption, meta)
-    return (_agreement(predicted, truth, is_video, pairs), _right_by(truth, pairs, "shape", "size"),
-            _right_by(truth, pairs, "motion", "motion") if is_video else {})
+    return score_caption(caption, meta)[2]
 
 
 def summarize(counts: list[dict]) -> dict:
