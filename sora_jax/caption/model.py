@@ -57,6 +57,7 @@ class CaptionerConfig:
       stem: "linear" (one matrix per patch) or "conv" (`stem.ConvStem`, a CNN over whole frames).
       stem_widths: the conv stem's layer widths (1 + log2 of the patch side of them).
       stem_kernel: kernel of the conv stem's stride-2 layers after the second (2 or 3, `stem.py`).
+      stem_motion: the conv stem also reads each frame's difference from the previous one (`stem.py`).
       patch, channels: patch `(pt, ph, pw)` and channels per pixel (the conv stem's input layout).
       frame_position: add an embedding of each patch's place in its frame and its frame index
         (module docstring); its projection starts at zero.
@@ -80,6 +81,7 @@ class CaptionerConfig:
     stem: str = "linear"
     stem_widths: tuple[int, ...] = ()
     stem_kernel: int = 2
+    stem_motion: bool = False
     patch: tuple[int, int, int] = (1, 1, 1)
     channels: int = 3
     frame_position: bool = False
@@ -128,7 +130,7 @@ class Captioner(nnx.Module):
         block_args = dict(eps=config.eps, dtype=dtype, implementation=config.attention, rngs=rngs)
         if config.stem == "conv":
             self.patch_embed = ConvStem(config.patch, config.channels, config.stem_widths, config.dim, dtype=dtype,
-                                        rngs=rngs, deep_kernel=config.stem_kernel)
+                                        rngs=rngs, deep_kernel=config.stem_kernel, motion=config.stem_motion)
         else:
             self.patch_embed = dense(config.patch_dim, config.dim, (None, "embed"), dtype=dtype, rngs=rngs)
         self.encoder = nnx.List([EncoderBlock(config.dim, config.heads, config.mlp_dim, **block_args)

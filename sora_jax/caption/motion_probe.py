@@ -8,6 +8,7 @@ Shapes World clips rendered fresh every step, and scores held-out seeds per moti
 
     python -m sora_jax.caption.motion_probe --pt 2 --frames 8     # the captioner's temporal patch
     python -m sora_jax.caption.motion_probe --pt 1 --frames 8     # one frame per token
+    python -m sora_jax.caption.motion_probe --pt 2 --stem-motion  # the stem also reads frame differences
     python -m sora_jax.caption.motion_probe --pt 2 --objects 3    # which way does the red one move?
 
 With `--objects K` each clip holds 1 to K objects and the probe is asked about one of them, named by
@@ -63,10 +64,11 @@ class MotionProbe(nnx.Module):
     then one learned query (plus the asked colour's embedding) attending over the memory, then 5 logits."""
 
     def __init__(self, pt: int, *, rngs: nnx.Rngs, depth: int = 3, frame_position: bool = True,
-                 identity_init: bool = True, query_colour: bool = False):
+                 identity_init: bool = True, query_colour: bool = False, stem_motion: bool = False):
         config = CaptionerConfig(patch_dim=pt * PATCH * PATCH * 3, vocab_size=8, encoder_depth=depth, decoder_depth=1,
                                  max_caption_len=8, attention="xla", stem="conv", stem_widths=(16, 32, 64, 128),
-                                 patch=(pt, PATCH, PATCH), frame_position=frame_position, identity_init=identity_init)
+                                 stem_motion=stem_motion, patch=(pt, PATCH, PATCH), frame_position=frame_position,
+                                 identity_init=identity_init)
         self.captioner = Captioner(config, rngs=rngs)
         self.captioner.decoder = None  # only the encoder is probed
         self.query = nnx.Param(jax.random.normal(rngs.params(), (1, 1, config.dim)) * 0.02)
@@ -117,7 +119,8 @@ def run(args) -> list[dict]:
     if args.objects < 1:
         raise ValueError(f"--objects must be at least 1, got {args.objects}")
     model = MotionProbe(args.pt, rngs=nnx.Rngs(args.seed), depth=args.depth, frame_position=not args.no_frame_position,
-                        identity_init=not args.no_identity_init, query_colour=args.objects > 1)
+                        identity_init=not args.no_identity_init, query_colour=args.objects > 1,
+                        stem_motion=args.stem_motion)
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps, args.lr * 0.1)
     optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=0.0), wrt=nnx.Param)
     held = probe_clips(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.frames, args.side, args.pt,
@@ -151,6 +154,7 @@ def main(argv=None) -> list[dict]:
                         help="objects per clip, 1 to K; above 1 the probe is asked about one, named by its colour")
     parser.add_argument("--depth", type=int, default=3, help="encoder blocks")
     parser.add_argument("--no-frame-position", action="store_true", help="RoPE only, no frame position features")
+    parser.add_argument("--stem-motion", action="store_true", help="the stem also reads frame differences")
     parser.add_argument("--no-identity-init", action="store_true", help="randomly initialised encoder blocks")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=16)

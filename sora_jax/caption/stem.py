@@ -16,6 +16,13 @@ which never cross a patch border and cost a matmul each, or 3x3 with halos (`dee
 plain whole-frame CNN whose last features see 17 pixels instead of 11, at twice the CPU time. The
 `pt` frames of a patch are convolved as separate frames and concatenated before the projection to
 the model width.
+
+With `motion=True` every frame also carries its difference from the previous frame of the same clip
+(zero for the clip's first frame, so an image reads as still) as extra input channels, the second
+stream of two-stream video networks: the first layers then see where an edge moved, and which way,
+within one frame's features instead of only after attention has compared tokens across time. The
+previous frame of a token's first frame is the last frame of the token one time step earlier (same
+segment, coordinate `(t - 1, h, w)`, `grid_height * grid_width` tokens back).
 """
 from __future__ import annotations
 
@@ -87,6 +94,26 @@ def neighbour_table(coords: jax.Array, segment_ids: jax.Array) -> tuple[jax.Arra
     return jnp.stack(indices, -1), jnp.stack(exists, -1)  # (B, L, 9) x 2
 
 
+def previous_frames(x: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Each frame's previous frame in its clip, for pixel blocks `x (B, L, F, h, w, C)` of `F` frames a token.
+
+    Frame f > 0 of a token follows frame f - 1 of the same token; frame 0 follows the last frame of the
+    token at `(t - 1, h, w)` of the same segment. A clip's first frame (and padding) is its own
+    predecessor, so its difference is zero.
+    """
+    length = segment_ids.shape[1]
+    extent = grid_extent(coords, segment_ids)  # (B, L, 3)
+    j = jnp.arange(length)[None] - extent[..., 1] * extent[..., 2]  # (B, L)
+    inside = j >= 0
+    j = jnp.clip(j, 0, length - 1)
+    same = (jnp.take_along_axis(segment_ids, j, axis=1) == segment_ids) & (segment_ids > 0)
+    want = coords - jnp.array([1, 0, 0], coords.dtype)  # (B, L, 3)
+    at = jnp.all(jnp.take_along_axis(coords, j[..., None], axis=1) == want, axis=-1)
+    earlier = jax.vmap(lambda a, i: a[i])(x[:, :, -1], j)  # (B, L, h, w, C)
+    first = jnp.where((inside & same & at)[..., None, None, None], earlier, x[:, :, 0])  # (B, L, h, w, C)
+    return jnp.concatenate([first[:, :, None], x[:, :, :-1]], axis=2)  # (B, L, F, h, w, C)
+
+
 def _gather(x: jax.Array, table: tuple[jax.Array, jax.Array], offset: tuple[int, int]) -> jax.Array:
     """`x (B, L, ...)` of each token's neighbour at `offset`, zero where there is none."""
     indices, exists = table
@@ -122,10 +149,11 @@ class ConvStem(nnx.Module):
     """Whole-frame CNN over packed patches, then a projection of each patch's features to `dim`."""
 
     def __init__(self, patch: Sequence[int], channels: int, widths: Sequence[int], dim: int, *, dtype,
-                 rngs: nnx.Rngs, deep_kernel: int = 2):
+                 rngs: nnx.Rngs, deep_kernel: int = 2, motion: bool = False):
         check_stem(patch, widths, deep_kernel)
         self.patch, self.channels, self.dtype, self.deep_kernel = tuple(patch), channels, dtype, deep_kernel
-        convs, previous = [], channels
+        self.motion = motion
+        convs, previous = [], 2 * channels if motion else channels
         for i, width in enumerate(widths):
             size = kernel_size(i, deep_kernel)
             convs.append(nnx.Conv(previous, width, (size, size), strides=1 if i == 0 else 2, padding="VALID",
@@ -140,6 +168,8 @@ class ConvStem(nnx.Module):
         batch, length = tokens.shape[:2]
         table = neighbour_table(coords, segment_ids)
         x = tokens.astype(self.dtype).reshape(batch, length, pt, ph, pw, self.channels)  # (B, L, F, h, w, C)
+        if self.motion:  # frames and their differences from the previous frame
+            x = jnp.concatenate([x, x - previous_frames(x, coords, segment_ids)], axis=-1)  # (B, L, F, h, w, 2C)
         for i, conv in enumerate(self.convs):
             if kernel_size(i, self.deep_kernel) == 3:
                 x = with_halo(x, table, before=i == 0)

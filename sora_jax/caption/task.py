@@ -48,6 +48,7 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
     # Workdirs written before the conv stem (frame positions) existed lack those fields: linear (none).
     stem = dict(stem=c.model.get("stem", "linear"), stem_widths=tuple(c.model.get("stem_widths", ())),
                 stem_kernel=int(c.model.get("stem_kernel", 2)),
+                stem_motion=bool(c.model.get("stem_motion", False)),
                 frame_position=bool(c.model.get("frame_position", False)),
                 concepts=float(c.model.get("concept_weight", 0.0)) > 0,
                 identity_init=bool(c.model.get("identity_init", False)))
@@ -83,6 +84,9 @@ class CaptionTask:
         _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
         _need(isinstance(m.get("frame_position", False), bool),
               f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
+        motion = m.get("stem_motion", False)
+        _need(isinstance(motion, bool) and (not motion or m.get("stem", "linear") == "conv"),
+              f"model.stem_motion must be True (with model.stem='conv') or False, got {m.get('stem_motion')!r}")
         _need(isinstance(m.get("identity_init", False), bool),
               f"model.identity_init must be True or False, got {m.get('identity_init')!r}")
         weight = m.get("concept_weight", 0.0)

@@ -13,21 +13,24 @@ WIDTHS = (4, 6, 5, 7)
 
 
 def _whole_frames(stem: ConvStem, clip: np.ndarray) -> np.ndarray:
-    """Reference: the stem's convs over whole frames with SAME padding, then per-patch projection."""
+    """Reference: the stem's convs over whole frames with SAME padding, then per-patch projection; with
+    `stem.motion` the frames first gain their differences from the previous frame (zero for frame 0)."""
     x = jnp.asarray(clip)  # (T, H, W, C)
+    if stem.motion:
+        x = jnp.concatenate([x, x - jnp.concatenate([x[:1], x[:-1]])], axis=-1)  # (T, H, W, 2C)
     for i, conv in enumerate(stem.convs):
         stride = 1 if i == 0 else 2  # SAME is what the stem means by 3x3 and 2x2 kernels alike
         x = jax.lax.conv_general_dilated(x, conv.kernel[...], (stride, stride), "SAME",
                                          dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias[...]
         x = jax.nn.gelu(x)
-    tokens, _, _ = patchify(np.asarray(x), (PATCH[0], 1, 1))  # (N, pt * C)
+    tokens, _, _ = patchify(np.asarray(x), (stem.patch[0], 1, 1))  # (N, pt * C)
     return np.asarray(stem.project(jnp.asarray(tokens)))
 
 
-def _row(clips, length):
+def _row(clips, length, patch=PATCH):
     tokens, coords, segments = [], [], []
     for k, clip in enumerate(clips):
-        t, c, _ = patchify(clip, PATCH)
+        t, c, _ = patchify(clip, patch)
         tokens.append(t)
         coords.append(c)
         segments.append(np.full(len(t), k + 1, np.int32))
@@ -53,6 +56,24 @@ def test_conv_stem_over_packed_patches_equals_whole_frame_cnn(deep_kernel):
         start += len(want)
 
 
+@pytest.mark.parametrize("patch", [(2, 8, 8), (1, 8, 8)])
+def test_motion_stem_equals_whole_frame_cnn_over_frames_and_their_differences(patch):
+    rng = np.random.default_rng(1)
+    clips = [rng.uniform(-1, 1, shape).astype(np.float32)  # a 6-frame clip, an image pair, a one-frame image
+             for shape in [(6, 16, 24, 3), (2, 8, 16, 3), (patch[0], 16, 8, 3)]]
+    stem = ConvStem(patch, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0), motion=True)
+    tokens, coords, segments = _row(clips, 40 * (3 - patch[0]), patch)
+    out = np.asarray(stem(jnp.asarray(tokens), jnp.asarray(coords), jnp.asarray(segments)))[0]  # (L, 16)
+    start = 0
+    for clip in clips:
+        want = _whole_frames(stem, clip)
+        np.testing.assert_allclose(out[start:start + len(want)], want, atol=1e-5, rtol=0)
+        start += len(want)
+    # The differences matter: a still clip and a moving one with the same last frames read differently.
+    still = np.repeat(clips[0][-1:], 6, axis=0)
+    assert np.abs(_whole_frames(stem, still)[-4:] - _whole_frames(stem, clips[0])[-4:]).max() > 1e-3
+
+
 def test_neighbour_table_stays_inside_each_clip():
     # Two 2x2-token clips side by side in one row: no token may see the other clip or padding.
     coords = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]] * 2 + [[0, 0, 0]], np.int32)[None]
@@ -75,10 +96,11 @@ def test_captioner_config_reads_the_stem_and_old_workdirs_are_linear():
     from sora_jax.caption.task import captioner_config
     from sora_jax.train.config import load_config
 
-    c = load_config("experiments/caption.py:tiny", ["model.stem='conv'"])
+    c = load_config("experiments/caption.py:tiny", ["model.stem='conv'", "model.stem_motion=True"])
     conv = captioner_config(c, 100)
     assert (conv.stem, conv.stem_widths, conv.patch, conv.channels) == ("conv", (16, 32, 64, 128), (2, 8, 8), 3)
-    with c.unlocked():
-        del c.model["stem"], c.model["stem_widths"], c.model["frame_position"]  # a config.json from before them
+    assert conv.stem_motion is True
+    with c.unlocked():  # a config.json from before them
+        del c.model["stem"], c.model["stem_widths"], c.model["frame_position"], c.model["stem_motion"]
     old = captioner_config(c, 100)
-    assert old.stem == "linear" and old.frame_position is False
+    assert old.stem == "linear" and old.frame_position is False and old.stem_motion is False
