@@ -17,12 +17,14 @@ plain whole-frame CNN whose last features see 17 pixels instead of 11, at twice 
 `pt` frames of a patch are convolved as separate frames and concatenated before the projection to
 the model width.
 
-With `motion=True` every frame also carries its difference from the previous frame of the same clip
-(zero for the clip's first frame, so an image reads as still) as extra input channels, the second
+With `motion=True` the first layer also convolves each frame's difference from the previous frame of
+the same clip (zero for the clip's first frame, so an image reads as still) and adds it, the second
 stream of two-stream video networks: the first layers then see where an edge moved, and which way,
 within one frame's features instead of only after attention has compared tokens across time. The
 previous frame of a token's first frame is the last frame of the token one time step earlier (same
-segment, coordinate `(t - 1, h, w)`, `grid_height * grid_width` tokens back).
+segment, coordinate `(t - 1, h, w)`, `grid_height * grid_width` tokens back). The difference kernel
+starts at zero, so switching it on for a stage started from an image stage's weights
+(`init_from` with `init_new_params`) leaves the stem as it was.
 """
 from __future__ import annotations
 
@@ -153,7 +155,7 @@ class ConvStem(nnx.Module):
         check_stem(patch, widths, deep_kernel)
         self.patch, self.channels, self.dtype, self.deep_kernel = tuple(patch), channels, dtype, deep_kernel
         self.motion = motion
-        convs, previous = [], 2 * channels if motion else channels
+        convs, previous = [], channels
         for i, width in enumerate(widths):
             size = kernel_size(i, deep_kernel)
             convs.append(nnx.Conv(previous, width, (size, size), strides=1 if i == 0 else 2, padding="VALID",
@@ -161,6 +163,9 @@ class ConvStem(nnx.Module):
             previous = width
         self.convs = nnx.List(convs)
         self.project = dense(patch[0] * previous, dim, (None, "embed"), dtype=dtype, rngs=rngs)
+        if motion:  # the first layer's kernel over frame differences, created last and zero
+            self.motion_conv = nnx.Conv(channels, widths[0], (3, 3), padding="VALID", use_bias=False, dtype=dtype,
+                                        kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
 
     def __call__(self, tokens: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Embeddings `(B, L, dim)` of packed patches `tokens (B, L, pt*ph*pw*C)`."""
@@ -168,13 +173,14 @@ class ConvStem(nnx.Module):
         batch, length = tokens.shape[:2]
         table = neighbour_table(coords, segment_ids)
         x = tokens.astype(self.dtype).reshape(batch, length, pt, ph, pw, self.channels)  # (B, L, F, h, w, C)
-        if self.motion:  # frames and their differences from the previous frame
-            x = jnp.concatenate([x, x - previous_frames(x, coords, segment_ids)], axis=-1)  # (B, L, F, h, w, 2C)
+        diff = x - previous_frames(x, coords, segment_ids) if self.motion else None  # (B, L, F, h, w, C)
         for i, conv in enumerate(self.convs):
             if kernel_size(i, self.deep_kernel) == 3:
                 x = with_halo(x, table, before=i == 0)
             _, _, frames, h, w, c = x.shape
             x = conv(x.reshape(batch * length * frames, h, w, c))
+            if i == 0 and diff is not None:  # the same 3x3 window over the differences
+                x = x + self.motion_conv(with_halo(diff, table, before=True).reshape(-1, h, w, c))
             x = x.reshape(batch, length, frames, *x.shape[1:])
             x = jax.nn.gelu(x)
         return self.project(x.reshape(batch, length, -1))  # (B, L, dim)

@@ -1,4 +1,6 @@
 """The captioner's conv stem over packed patches equals a CNN over each clip's whole frames."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +18,13 @@ def _whole_frames(stem: ConvStem, clip: np.ndarray) -> np.ndarray:
     """Reference: the stem's convs over whole frames with SAME padding, then per-patch projection; with
     `stem.motion` the frames first gain their differences from the previous frame (zero for frame 0)."""
     x = jnp.asarray(clip)  # (T, H, W, C)
-    if stem.motion:
-        x = jnp.concatenate([x, x - jnp.concatenate([x[:1], x[:-1]])], axis=-1)  # (T, H, W, 2C)
+    diff = x - jnp.concatenate([x[:1], x[:-1]])  # (T, H, W, C): zero for frame 0
+    conv2d = functools.partial(jax.lax.conv_general_dilated, padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     for i, conv in enumerate(stem.convs):
         stride = 1 if i == 0 else 2  # SAME is what the stem means by 3x3 and 2x2 kernels alike
-        x = jax.lax.conv_general_dilated(x, conv.kernel[...], (stride, stride), "SAME",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias[...]
+        x = conv2d(x, conv.kernel[...], (stride, stride)) + conv.bias[...]
+        if i == 0 and stem.motion:
+            x = x + conv2d(diff, stem.motion_conv.kernel[...], (1, 1))
         x = jax.nn.gelu(x)
     tokens, _, _ = patchify(np.asarray(x), (stem.patch[0], 1, 1))  # (N, pt * C)
     return np.asarray(stem.project(jnp.asarray(tokens)))
@@ -62,8 +65,13 @@ def test_motion_stem_equals_whole_frame_cnn_over_frames_and_their_differences(pa
     clips = [rng.uniform(-1, 1, shape).astype(np.float32)  # a 6-frame clip, an image pair, a one-frame image
              for shape in [(6, 16, 24, 3), (2, 8, 16, 3), (patch[0], 16, 8, 3)]]
     stem = ConvStem(patch, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0), motion=True)
-    tokens, coords, segments = _row(clips, 40 * (3 - patch[0]), patch)
-    out = np.asarray(stem(jnp.asarray(tokens), jnp.asarray(coords), jnp.asarray(segments)))[0]  # (L, 16)
+    plain = ConvStem(patch, 3, WIDTHS, 16, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    tokens, coords, segments = (jnp.asarray(a) for a in _row(clips, 40 * (3 - patch[0]), patch))
+    # The difference kernel starts at zero: switched on, the stem is the plain one it was.
+    np.testing.assert_array_equal(np.asarray(stem(tokens, coords, segments)), np.asarray(plain(tokens, coords, segments)))
+    kernel = stem.motion_conv.kernel
+    kernel[...] = jax.random.normal(jax.random.key(3), kernel.shape) * 0.3
+    out = np.asarray(stem(tokens, coords, segments))[0]  # (L, 16)
     start = 0
     for clip in clips:
         want = _whole_frames(stem, clip)
