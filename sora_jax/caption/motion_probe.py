@@ -9,6 +9,7 @@ Shapes World clips rendered fresh every step, and scores held-out seeds per moti
     python -m sora_jax.caption.motion_probe --pt 2 --frames 8     # the captioner's temporal patch
     python -m sora_jax.caption.motion_probe --pt 1 --frames 8     # one frame per token
     python -m sora_jax.caption.motion_probe --pt 2 --stem-motion  # the stem also reads frame differences
+    python -m sora_jax.caption.motion_probe --pt 2 --head max     # max pooling instead of the query's reading
     python -m sora_jax.caption.motion_probe --pt 2 --objects 3    # which way does the red one move?
 
 With `--objects K` each clip holds 1 to K objects and the probe is asked about one of them, named by
@@ -37,6 +38,7 @@ from sora_jax.models.dit.patchify import patchify
 HELD_OUT_SEED = 900_000_000  # far above any training seed the probe draws
 PATCH = 8
 FPS = 8.0  # the Shapes World default, as the `tiny` mixture renders
+HEADS = ("attn", "max")  # a learned query reading the memory (as the decoder does), or max pooling over it
 
 
 def probe_clips(seeds, frames: int, side: int, pt: int, objects: int = 1) -> dict[str, np.ndarray]:
@@ -64,7 +66,13 @@ class MotionProbe(nnx.Module):
     then one learned query (plus the asked colour's embedding) attending over the memory, then 5 logits."""
 
     def __init__(self, pt: int, *, rngs: nnx.Rngs, depth: int = 3, frame_position: bool = True,
-                 identity_init: bool = True, query_colour: bool = False, stem_motion: bool = False):
+                 identity_init: bool = True, query_colour: bool = False, stem_motion: bool = False,
+                 head: str = "attn"):
+        if head not in HEADS:
+            raise ValueError(f"--head must be one of {HEADS}, got {head!r}")
+        if head == "max" and query_colour:
+            raise ValueError("--head max pools before it knows the colour: use --head attn with --objects above 1")
+        self.head = head
         config = CaptionerConfig(patch_dim=pt * PATCH * PATCH * 3, vocab_size=8, encoder_depth=depth, decoder_depth=1,
                                  max_caption_len=8, attention="xla", stem="conv", stem_widths=(16, 32, 64, 128),
                                  stem_motion=stem_motion, patch=(pt, PATCH, PATCH), frame_position=frame_position,
@@ -80,6 +88,8 @@ class MotionProbe(nnx.Module):
         """Motion logits `(B, len(MOTIONS))` of clips `tokens (B, L, D)` at `coords (B, L, 3)`."""
         batch, length, _ = tokens.shape
         memory = self.captioner.encode(tokens, coords, jnp.ones((batch, length), jnp.int32))  # (B, L, dim)
+        if self.head == "max":  # every token competes for each feature: nothing is averaged away
+            return self.out(memory.max(axis=1))  # (B, len(MOTIONS))
         query = jnp.broadcast_to(self.query[...], (batch, 1, memory.shape[-1]))  # (B, 1, dim)
         if self.colour is not None:
             query = query + self.colour(colours)[:, None]  # (B, 1, dim)
@@ -120,7 +130,7 @@ def run(args) -> list[dict]:
         raise ValueError(f"--objects must be at least 1, got {args.objects}")
     model = MotionProbe(args.pt, rngs=nnx.Rngs(args.seed), depth=args.depth, frame_position=not args.no_frame_position,
                         identity_init=not args.no_identity_init, query_colour=args.objects > 1,
-                        stem_motion=args.stem_motion)
+                        stem_motion=args.stem_motion, head=args.head)
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(100, args.steps // 10), args.steps, args.lr * 0.1)
     optimizer = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=0.0), wrt=nnx.Param)
     held = probe_clips(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), args.frames, args.side, args.pt,
@@ -154,6 +164,8 @@ def main(argv=None) -> list[dict]:
                         help="objects per clip, 1 to K; above 1 the probe is asked about one, named by its colour")
     parser.add_argument("--depth", type=int, default=3, help="encoder blocks")
     parser.add_argument("--no-frame-position", action="store_true", help="RoPE only, no frame position features")
+    parser.add_argument("--head", choices=HEADS, default="attn",
+                        help="attn: one learned query reads the memory, as the decoder does; max: max pooling")
     parser.add_argument("--stem-motion", action="store_true", help="the stem also reads frame differences")
     parser.add_argument("--no-identity-init", action="store_true", help="randomly initialised encoder blocks")
     parser.add_argument("--steps", type=int, default=1500)

@@ -54,3 +54,15 @@ def test_confusion_counts_every_clip_under_its_true_motion():
 def test_probe_rejects_frames_that_do_not_fit_the_patch_and_bad_object_counts(flags, match):
     with pytest.raises(ValueError, match=match):
         main(["--steps", "1", *flags])
+
+
+def test_max_head_pools_the_memory_and_refuses_a_colour_query():
+    probe = MotionProbe(2, rngs=nnx.Rngs(0), depth=1, identity_init=False, head="max")
+    clips = probe_clips(range(3), 4, 32, 2)
+    tokens, coords = jnp.asarray(clips["tokens"]), jnp.asarray(clips["coords"])
+    colours = jnp.zeros((3,), jnp.int32)
+    memory = probe.captioner.encode(tokens, coords, jnp.ones(tokens.shape[:2], jnp.int32))  # (3, L, 128)
+    np.testing.assert_allclose(np.asarray(probe(tokens, coords, colours)), np.asarray(probe.out(memory.max(axis=1))),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="--head max"):
+        MotionProbe(2, rngs=nnx.Rngs(0), depth=1, head="max", query_colour=True)
