@@ -15,7 +15,8 @@ Variants:
   `data.seq_len=1024`, `data.max_tokens_per_clip=512`. See docs/caption.md for the loss, held-out attribute agreement and CPU time
   it reaches. Measured, off by default (docs/caption.md): `model.frame_position` (placement),
   `model.concept_weight` (a word-detection head on pooled memory), `model.identity_init` (encoder
-  blocks start as the identity), `model.stem_motion` (the conv stem also reads frame differences).
+  blocks start as the identity), `model.stem_motion` (the conv stem also reads frame differences),
+  `model.memory_summary` (the decoder also reads each clip's max-pooled memory).
 - `base_v5p`, `base_v5e`: pod scale on VAE latents (patch 1x2x2, 16 channels, 4096-token rows),
   dim 768, 12 + 6 blocks, bf16; global batch 256 rows on TPU v5p-32 (FSDP over 16 chips) or
   v5e-64 (FSDP over 64 chips, 16 GiB HBM each). Set `data.sources` to latent datasets written by
@@ -42,7 +43,7 @@ def _captioner_model(**overrides) -> ml_collections.ConfigDict:
     model = dict(tokenizer="words", dim=128, heads=4, mlp_dim=512, encoder_depth=3, decoder_depth=2,
                  max_caption_len=128, dtype="float32", attention="auto", in_channels=16,
                  stem="linear", stem_widths=(16, 32, 64, 128), stem_kernel=2, stem_motion=False,
-                 frame_position=False, concept_weight=0.0, identity_init=False)
+                 frame_position=False, concept_weight=0.0, identity_init=False, memory_summary=False)
     return ml_collections.ConfigDict(model | overrides)
 
 

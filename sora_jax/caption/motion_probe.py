@@ -10,6 +10,7 @@ Shapes World clips rendered fresh every step, and scores held-out seeds per moti
     python -m sora_jax.caption.motion_probe --pt 1 --frames 8     # one frame per token
     python -m sora_jax.caption.motion_probe --pt 2 --stem-motion  # the stem also reads frame differences
     python -m sora_jax.caption.motion_probe --pt 2 --head max     # max pooling instead of the query's reading
+    python -m sora_jax.caption.motion_probe --pt 2 --head summary # the query also reads a max-pooled token
     python -m sora_jax.caption.motion_probe --pt 2 --objects 3    # which way does the red one move?
 
 With `--objects K` each clip holds 1 to K objects and the probe is asked about one of them, named by
@@ -38,7 +39,9 @@ from sora_jax.models.dit.patchify import patchify
 HELD_OUT_SEED = 900_000_000  # far above any training seed the probe draws
 PATCH = 8
 FPS = 8.0  # the Shapes World default, as the `tiny` mixture renders
-HEADS = ("attn", "max")  # a learned query reading the memory (as the decoder does), or max pooling over it
+# attn: a learned query reads the memory (as the decoder does); max: max pooling over it; summary: the query
+# reads the memory plus one more token, the memory's max pooling (normalised), which it can find at once.
+HEADS = ("attn", "max", "summary")
 
 
 def probe_clips(seeds, frames: int, side: int, pt: int, objects: int = 1) -> dict[str, np.ndarray]:
@@ -82,6 +85,7 @@ class MotionProbe(nnx.Module):
         self.query = nnx.Param(jax.random.normal(rngs.params(), (1, 1, config.dim)) * 0.02)
         self.colour = nnx.Embed(len(COLOURS), config.dim, rngs=rngs) if query_colour else None
         self.read = nnx.MultiHeadAttention(config.heads, config.dim, decode=False, rngs=rngs)
+        self.summary_norm = nnx.LayerNorm(config.dim, rngs=rngs) if head == "summary" else None
         self.out = nnx.Linear(config.dim, len(MOTIONS), rngs=rngs)
 
     def __call__(self, tokens: jax.Array, coords: jax.Array, colours: jax.Array) -> jax.Array:
@@ -93,6 +97,9 @@ class MotionProbe(nnx.Module):
         query = jnp.broadcast_to(self.query[...], (batch, 1, memory.shape[-1]))  # (B, 1, dim)
         if self.colour is not None:
             query = query + self.colour(colours)[:, None]  # (B, 1, dim)
+        if self.summary_norm is not None:
+            summary = self.summary_norm(memory.max(axis=1, keepdims=True))  # (B, 1, dim)
+            memory = jnp.concatenate([memory, summary], axis=1)  # (B, L + 1, dim)
         return self.out(self.read(query, memory)[:, 0])  # (B, len(MOTIONS))
 
 
@@ -165,7 +172,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--depth", type=int, default=3, help="encoder blocks")
     parser.add_argument("--no-frame-position", action="store_true", help="RoPE only, no frame position features")
     parser.add_argument("--head", choices=HEADS, default="attn",
-                        help="attn: one learned query reads the memory, as the decoder does; max: max pooling")
+                        help="attn: one learned query reads the memory, as the decoder does; max: max pooling; "
+                             "summary: the query reads the memory and its max pooling")
     parser.add_argument("--stem-motion", action="store_true", help="the stem also reads frame differences")
     parser.add_argument("--no-identity-init", action="store_true", help="randomly initialised encoder blocks")
     parser.add_argument("--steps", type=int, default=1500)

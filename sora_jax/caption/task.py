@@ -51,7 +51,8 @@ def captioner_config(c: ml_collections.ConfigDict, vocab_size: int) -> Captioner
                 stem_motion=bool(c.model.get("stem_motion", False)),
                 frame_position=bool(c.model.get("frame_position", False)),
                 concepts=float(c.model.get("concept_weight", 0.0)) > 0,
-                identity_init=bool(c.model.get("identity_init", False)))
+                identity_init=bool(c.model.get("identity_init", False)),
+                memory_summary=bool(c.model.get("memory_summary", False)))
     return CaptionerConfig(patch_dim=patch_dim, vocab_size=vocab_size, patch=tuple(c.data.patch), channels=channels,
                            **stem, **{k: c.model[k] for k in MODEL_FIELDS})
 
@@ -87,6 +88,8 @@ class CaptionTask:
         motion = m.get("stem_motion", False)
         _need(isinstance(motion, bool) and (not motion or m.get("stem", "linear") == "conv"),
               f"model.stem_motion must be True (with model.stem='conv') or False, got {m.get('stem_motion')!r}")
+        _need(isinstance(m.get("memory_summary", False), bool),
+              f"model.memory_summary must be True or False, got {m.get('memory_summary')!r}")
         _need(isinstance(m.get("identity_init", False), bool),
               f"model.identity_init must be True or False, got {m.get('identity_init')!r}")
         weight = m.get("concept_weight", 0.0)
