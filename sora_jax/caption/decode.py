@@ -8,7 +8,9 @@ new token per sequence. A fixed-length recompute would re-run the whole prefix e
 
 Models plug in through two members: `model.memory(batch) -> (memory (B, L, D), memory_segment_ids
 (B, L))` and `model.decoder` (a `TextDecoder`). `batch["caption_segments"] (B, S)` says which memory
-segment each of the S decoder sequences of a row captions (0 = no caption wanted).
+segment each of the S decoder sequences of a row captions (0 = no caption wanted). A model may also
+have `model.context(memory, memory_ids, query_segments) -> (B, S, D) or None`, added to every
+decoder input of a sequence (the captioner's `memory_summary`).
 """
 from __future__ import annotations
 
@@ -38,13 +40,15 @@ def decode_tokens(model, batch: dict, temperature: jax.Array, rng: jax.Array, ma
     memory, memory_ids = model.memory(batch)
     memory_kv = decoder.memory_kv(memory)
     query_segments = batch["caption_segments"]  # (B, S)
+    context = model.context(memory, memory_ids, query_segments) if hasattr(model, "context") else None
     rows, segments = query_segments.shape
     graphdef, params = nnx.split(decoder)
 
     def body(state):
         position, token, cache, out, finished, key = state
         # A fresh module per iteration: the loop body is its own trace level.
-        logits, cache = nnx.merge(graphdef, params).step(token, position, cache, memory_kv, query_segments, memory_ids)
+        logits, cache = nnx.merge(graphdef, params).step(token, position, cache, memory_kv, query_segments, memory_ids,
+                                                         context)
         key, sub = jax.random.split(key)
         chosen = jnp.where(finished, PAD_ID, _choose(logits, temperature, sub))  # (B, S)
         out = jax.lax.dynamic_update_slice_in_dim(out, chosen[..., None], position, axis=2)  # (B, S, T)

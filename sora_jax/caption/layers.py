@@ -135,10 +135,13 @@ class TextDecoder(nnx.Module):
         """Cross-attention keys and values `(B, L, H, Dh)` of `memory (B, L, D)`, one pair per block."""
         return [block.cross_attn.keys_values(memory) for block in self.blocks]
 
-    def __call__(self, inputs, memory_kv, query_segments, memory_segment_ids) -> jax.Array:
-        """Logits `(B, S, T, V)` for teacher-forced `inputs (B, S, T)` (start token first)."""
+    def __call__(self, inputs, memory_kv, query_segments, memory_segment_ids, context=None) -> jax.Array:
+        """Logits `(B, S, T, V)` for teacher-forced `inputs (B, S, T)` (start token first); `context (B, S, D)`,
+        when given, is added to every input of its sequence."""
         length = inputs.shape[-1]
         x = self.tokens(inputs) + self.positions(jnp.arange(length))  # (B, S, T, D)
+        if context is not None:
+            x = x + context[:, :, None, :].astype(x.dtype)  # (B, S, T, D)
         for block, kv in zip(self.blocks, memory_kv):
             x = block(x, kv, query_segments, memory_segment_ids)
         return self.head(self.norm(x)).astype(jnp.float32)  # (B, S, T, V)
@@ -149,9 +152,11 @@ class TextDecoder(nnx.Module):
         shape = (batch * segments, self.max_len, self.heads, dim // self.heads)
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in self.blocks]
 
-    def step(self, token, position, cache, memory_kv, query_segments, memory_segment_ids):
+    def step(self, token, position, cache, memory_kv, query_segments, memory_segment_ids, context=None):
         """Logits `(B, S, V)` of the token after `token (B, S)` at `position`, and the new caches."""
         x = (self.tokens(token) + self.positions(position))[:, :, None, :]  # (B, S, 1, D)
+        if context is not None:
+            x = x + context[:, :, None, :].astype(x.dtype)  # (B, S, 1, D)
         new_cache = []
         for block, layer_cache, kv in zip(self.blocks, cache, memory_kv):
             x, layer_cache = block.step(x, position, layer_cache, kv, query_segments, memory_segment_ids)

@@ -30,9 +30,11 @@ the conv stem and the readout delayed shape learning; started as the identity th
 The decoder reads the encoder only through cross-attention, which starts near uniform over all of a
 segment's patches, so an object's few patches reach it diluted by the background. In the motion probe
 a learned query reading the memory that way sat at chance for 750 to over 1,500 steps, while max
-pooling over the same memory named falls at 0.9 within 500 (docs/caption.md). With `memory_summary`
-each segment's memory gains one token, the normalised max pooling of its patches, that the
-cross-attention can find at once; the patches stay for binding ("the red one").
+pooling over the same memory named falls at 0.9 within 500, and appending the max pooling to the
+memory as one more token did not help: the query has to find that token too (docs/caption.md). With
+`memory_summary` the segment's normalised max pooling is added to every decoder input of its caption
+(as show-and-tell captioners feed the image feature in), a path that needs no attention; the
+cross-attention to the patches stays for binding ("the red one").
 """
 from __future__ import annotations
 
@@ -71,8 +73,8 @@ class CaptionerConfig:
       concepts: add the word-detection head (module docstring, `concept_logits`).
       identity_init: the encoder blocks start as the identity (`EncoderBlock.start_as_identity`),
         so the memory starts as the patch embedding's features (module docstring).
-      memory_summary: each captioned segment's memory gains one more token, its max pooling
-        (normalised), which the decoder's cross-attention reads beside the patches (module docstring).
+      memory_summary: every decoder input of a caption gains its segment's max-pooled memory
+        (normalised, through a projection that starts at zero; module docstring).
     """
 
     patch_dim: int
@@ -155,6 +157,8 @@ class Captioner(nnx.Module):
                                         kernel_init=nnx.initializers.zeros_init())
         if config.memory_summary:
             self.summary_norm = layer_norm(config.dim, config.eps, rngs)
+            self.summary_proj = dense(config.dim, config.dim, ("embed", None), dtype=dtype, rngs=rngs,
+                                      kernel_init=nnx.initializers.zeros_init())
         if config.concepts:
             self.concept_norm = layer_norm(config.dim, config.eps, rngs)
             self.concept_head = dense(config.dim, config.vocab_size, ("embed", "vocab"), dtype=dtype, rngs=rngs)
@@ -174,17 +178,15 @@ class Captioner(nnx.Module):
         return self.encoder_norm(x)  # (B, L, D)
 
     def memory(self, batch: dict) -> tuple[jax.Array, jax.Array]:
-        """`(memory (B, L', D), memory_segment_ids (B, L'))` of a model-input batch (the decode interface):
-        the encoder output, plus with `memory_summary` one token per segment of `batch["caption_segments"]`."""
-        return self._with_summary(self.encode(batch["tokens"], batch["coords"], batch["segment_ids"]), batch)
+        """`(memory (B, L, D), memory_segment_ids (B, L))` of a model-input batch (the decode interface)."""
+        return self.encode(batch["tokens"], batch["coords"], batch["segment_ids"]), batch["segment_ids"]
 
-    def _with_summary(self, memory: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        ids = batch["segment_ids"]
+    def context(self, memory: jax.Array, memory_ids: jax.Array, query_segments: jax.Array) -> jax.Array | None:
+        """What every decoder input of sequence k adds, `(B, S, D)`: the projected, normalised max pooling
+        of segment `query_segments[:, k]`'s memory with `memory_summary` (the decode interface), else None."""
         if not self.config.memory_summary:
-            return memory, ids
-        segments = batch["caption_segments"]  # (B, S); an unused slot (0) adds a padding token
-        summary = self.summary_norm(segment_max(memory, ids, segments))  # (B, S, D)
-        return jnp.concatenate([memory, summary], axis=1), jnp.concatenate([ids, segments], axis=1)  # (B, L + S, ...)
+            return None
+        return self.summary_proj(self.summary_norm(segment_max(memory, memory_ids, query_segments)))  # (B, S, D)
 
     def concept_logits(self, memory: jax.Array, memory_ids: jax.Array, query_segments: jax.Array) -> jax.Array:
         """Word-detection logits `(B, S, V)` of segments `query_segments (B, S)` from `memory (B, L, D)`.
@@ -198,12 +200,11 @@ class Captioner(nnx.Module):
     def forward(self, batch: dict, caption_inputs: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """Teacher-forced logits `(B, S, T, V)` for `caption_inputs (B, S, T)` of `batch["caption_segments"]`,
         and the concept logits `(B, S, V)` (None without `concepts`), from one encoder pass."""
-        patches = self.encode(batch["tokens"], batch["coords"], batch["segment_ids"])  # (B, L, D)
-        memory, memory_ids = self._with_summary(patches, batch)
+        memory, memory_ids = self.memory(batch)
         segments = batch["caption_segments"]
-        logits = self.decoder(caption_inputs, self.decoder.memory_kv(memory), segments, memory_ids)
-        concepts = self.concept_logits(patches, batch["segment_ids"], segments) if self.config.concepts else None
-        return logits, concepts
+        logits = self.decoder(caption_inputs, self.decoder.memory_kv(memory), segments, memory_ids,
+                              self.context(memory, memory_ids, segments))
+        return logits, (self.concept_logits(memory, memory_ids, segments) if self.config.concepts else None)
 
     def __call__(self, batch: dict, caption_inputs: jax.Array) -> jax.Array:
         """Teacher-forced logits `(B, S, T, V)` (`forward` without the concepts)."""

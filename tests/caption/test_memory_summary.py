@@ -1,4 +1,4 @@
-"""`model.memory_summary`: each captioned segment's memory gains its normalised max pooling as one token."""
+"""`model.memory_summary`: every decoder input of a caption gains its segment's max-pooled memory."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,23 +21,30 @@ def _batch(seed=0):
                 caption_segments=jnp.asarray([[1, 2, 0]], jnp.int32))
 
 
-def test_memory_gains_one_pooled_token_per_captioned_segment():
+def _with_random_projection(model, seed):
+    """The summary projection starts at zero; give it weights so that the path is exercised."""
+    kernel = model.summary_proj.kernel
+    kernel[...] = jax.random.normal(jax.random.key(seed), kernel.shape) * 0.3
+    return model
+
+
+def test_the_summary_starts_silent_and_is_the_pooled_memory_of_each_captioned_segment():
+    batch, inputs = _batch(), jnp.zeros((1, 3, 6), jnp.int32)
     model = Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(0))
-    batch = _batch()
-    memory, ids = model.memory(batch)
-    patches = model.encode(batch["tokens"], batch["coords"], batch["segment_ids"])  # (1, 32, 48)
-    assert memory.shape == (1, 35, 48) and ids[0, 32:].tolist() == [1, 2, 0]
-    np.testing.assert_array_equal(np.asarray(memory[:, :32]), np.asarray(patches))
-    pooled = segment_max(patches, batch["segment_ids"], batch["caption_segments"])  # (1, 3, 48)
-    np.testing.assert_allclose(np.asarray(memory[:, 32:]), np.asarray(model.summary_norm(pooled)), atol=1e-6)
-    # The summary changes what the decoder reads: same weights without it give other logits.
     plain = Captioner(CaptionerConfig(**CONFIG | dict(memory_summary=False)), rngs=nnx.Rngs(0))
-    inputs = jnp.zeros((1, 3, 6), jnp.int32)
+    # Zero projection: switched on (say for a stage started from an earlier one's weights), nothing changes.
+    np.testing.assert_array_equal(np.asarray(model(batch, inputs)), np.asarray(plain(batch, inputs)))
+    _with_random_projection(model, 5)
+    memory, ids = model.memory(batch)
+    context = model.context(memory, ids, batch["caption_segments"])  # (1, 3, 48)
+    pooled = segment_max(memory, ids, batch["caption_segments"])
+    np.testing.assert_allclose(np.asarray(context), np.asarray(model.summary_proj(model.summary_norm(pooled))),
+                               atol=1e-6)
     assert np.abs(np.asarray(model(batch, inputs)) - np.asarray(plain(batch, inputs)))[0, :2].max() > 1e-4
 
 
 def test_a_segments_caption_ignores_the_other_clips_of_its_row():
-    model = Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(1))
+    model = _with_random_projection(Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(1)), 6)
     batch = _batch()
     other = dict(batch, tokens=batch["tokens"].at[:, 16:].set(jax.random.normal(jax.random.key(9), (1, 16, 384))))
     inputs = jax.random.randint(jax.random.key(2), (1, 3, 6), 2, 40)
@@ -46,11 +53,14 @@ def test_a_segments_caption_ignores_the_other_clips_of_its_row():
     assert np.abs(first[0, 1] - changed[0, 1]).max() > 1e-4  # segment 2 read its new patches
 
 
-def test_cached_decoding_reads_the_summary_as_teacher_forcing_does():
-    model = Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(3))
+def test_cached_decoding_adds_the_summary_as_teacher_forcing_does():
+    model = _with_random_projection(Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(3)), 7)
     batch = _batch(4)
     cached = make_decoder(model)(batch)  # (1, 3, 12)
     reference = np.asarray(teacher_forced_greedy(model, batch, jnp.asarray(cached)))
     written = np.cumsum(cached == 1, axis=-1) - (cached == 1) == 0  # up to and including the end token
     written &= np.asarray(batch["caption_segments"])[..., None] > 0
     assert written.sum() >= 4 and np.array_equal(reference[written], cached[written])
+    # Without the summary in the cached loop, the decoded captions would differ.
+    blank = make_decoder(Captioner(CaptionerConfig(**CONFIG), rngs=nnx.Rngs(3)))(batch)
+    assert not np.array_equal(blank, cached)
