@@ -28,13 +28,13 @@ the conv stem and the readout delayed shape learning; started as the identity th
 (docs/caption.md).
 
 The decoder reads the encoder only through cross-attention, which starts near uniform over all of a
-segment's patches, so an object's few patches reach it diluted by the background. In the motion probe
-a learned query reading the memory that way sat at chance for 750 to over 1,500 steps, while max
-pooling over the same memory named falls at 0.9 within 500, and appending the max pooling to the
-memory as one more token did not help: the query has to find that token too (docs/caption.md). With
-`memory_summary` the segment's normalised max pooling is added to every decoder input of its caption
-(as show-and-tell captioners feed the image feature in), a path that needs no attention; the
-cross-attention to the patches stays for binding ("the red one").
+segment's patches, so an object's few patches reach it diluted by the background. In the motion
+probe a learned query reading the memory that way sat at chance for 500-750 steps (one seed: all
+1,500), while max pooling over the same memory named falls at 0.9 within 500, and appending the max
+pooling to the memory as one more token did not help: the query has to find that token too
+(docs/caption.md). With `memory_summary` the segment's normalised max pooling is added to every
+decoder input of its caption (as show-and-tell captioners feed the image feature in), a path that
+needs no attention; the cross-attention to the patches stays for binding ("the red one").
 """
 from __future__ import annotations
 
