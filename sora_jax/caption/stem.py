@@ -74,26 +74,28 @@ def grid_extent(coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return jnp.take_along_axis(largest, segment_ids[..., None], axis=1) + 1  # (B, L, 3)
 
 
+def _token_at(coords: jax.Array, segment_ids: jax.Array, step: jax.Array, delta) -> tuple[jax.Array, jax.Array]:
+    """Index `(B, L)` of the token `step (B, L)` places away from each token, clipped into the row, and
+    whether it exists: inside the row, the same segment (never padding), at coordinate `coords + delta`."""
+    length = segment_ids.shape[1]
+    j = jnp.arange(length)[None] + step  # (B, L)
+    inside = (j >= 0) & (j < length)
+    j = jnp.clip(j, 0, length - 1)
+    same = (jnp.take_along_axis(segment_ids, j, axis=1) == segment_ids) & (segment_ids > 0)
+    want = coords + jnp.array(delta, coords.dtype)  # (B, L, 3)
+    at = jnp.all(jnp.take_along_axis(coords, j[..., None], axis=1) == want, axis=-1)
+    return j, inside & same & at
+
+
 def neighbour_table(coords: jax.Array, segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Indices `(B, L, 9)` of each token's 3x3 same-frame neighbours and whether each exists.
 
     A neighbour exists when the token `dh * grid_width + dw` away holds the same segment and the
     coordinate `(t, h + dh, w + dw)`; padding tokens (segment 0) have none.
     """
-    length = segment_ids.shape[1]
     grid_width = grid_extent(coords, segment_ids)[..., 2]  # (B, L)
-    position = jnp.arange(length)[None]  # (1, L)
-    indices, exists = [], []
-    for dh, dw in _OFFSETS:
-        j = position + dh * grid_width + dw  # (B, L)
-        inside = (j >= 0) & (j < length)
-        j = jnp.clip(j, 0, length - 1)
-        want = coords + jnp.array([0, dh, dw], coords.dtype)  # (B, L, 3)
-        same = (jnp.take_along_axis(segment_ids, j, axis=1) == segment_ids) & (segment_ids > 0)
-        at = jnp.all(jnp.take_along_axis(coords, j[..., None], axis=1) == want, axis=-1)
-        indices.append(j)
-        exists.append(inside & same & at)
-    return jnp.stack(indices, -1), jnp.stack(exists, -1)  # (B, L, 9) x 2
+    found = [_token_at(coords, segment_ids, dh * grid_width + dw, (0, dh, dw)) for dh, dw in _OFFSETS]
+    return jnp.stack([j for j, _ in found], -1), jnp.stack([e for _, e in found], -1)  # (B, L, 9) x 2
 
 
 def previous_frames(x: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> jax.Array:
@@ -103,16 +105,10 @@ def previous_frames(x: jax.Array, coords: jax.Array, segment_ids: jax.Array) -> 
     token at `(t - 1, h, w)` of the same segment. A clip's first frame (and padding) is its own
     predecessor, so its difference is zero.
     """
-    length = segment_ids.shape[1]
     extent = grid_extent(coords, segment_ids)  # (B, L, 3)
-    j = jnp.arange(length)[None] - extent[..., 1] * extent[..., 2]  # (B, L)
-    inside = j >= 0
-    j = jnp.clip(j, 0, length - 1)
-    same = (jnp.take_along_axis(segment_ids, j, axis=1) == segment_ids) & (segment_ids > 0)
-    want = coords - jnp.array([1, 0, 0], coords.dtype)  # (B, L, 3)
-    at = jnp.all(jnp.take_along_axis(coords, j[..., None], axis=1) == want, axis=-1)
+    j, exists = _token_at(coords, segment_ids, -extent[..., 1] * extent[..., 2], (-1, 0, 0))  # (B, L) x 2
     earlier = jax.vmap(lambda a, i: a[i])(x[:, :, -1], j)  # (B, L, h, w, C)
-    first = jnp.where((inside & same & at)[..., None, None, None], earlier, x[:, :, 0])  # (B, L, h, w, C)
+    first = jnp.where(exists[..., None, None, None], earlier, x[:, :, 0])  # (B, L, h, w, C)
     return jnp.concatenate([first[:, :, None], x[:, :, :-1]], axis=2)  # (B, L, F, h, w, C)
 
 
