@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sora_jax.caption.stem import ConvStem, check_stem, neighbour_table
+from sora_jax.caption.stem import ConvStem, check_stem, neighbour_table, windowed
 from sora_jax.models.dit.patchify import patchify
 
 PATCH = (2, 8, 8)
@@ -80,6 +80,23 @@ def test_motion_stem_equals_whole_frame_cnn_over_frames_and_their_differences(pa
     # The differences matter: a still clip and a moving one with the same last frames read differently.
     still = np.repeat(clips[0][-1:], 6, axis=0)
     assert np.abs(_whole_frames(stem, still)[-4:] - _whole_frames(stem, clips[0])[-4:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("size, stride, bias", [(3, 1, True), (3, 2, True), (2, 2, True), (3, 1, False)])
+def test_windowed_matmul_equals_the_conv_and_its_gradients(size, stride, bias):
+    conv = nnx.Conv(3, 5, (size, size), strides=stride, padding="VALID", use_bias=bias, rngs=nnx.Rngs(1))
+    if bias:
+        conv.bias[...] = jnp.arange(5.0)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 9, 9, 3)), jnp.float32)
+
+    def loss(apply, conv, x):
+        return (apply(conv, x) ** 2 * jnp.arange(5.0)).sum()
+
+    np.testing.assert_allclose(windowed(conv, x), conv(x), atol=1e-5)
+    reference = nnx.grad(functools.partial(loss, lambda c, v: c(v)), argnums=(0, 1))(conv, x)
+    ours = nnx.grad(functools.partial(loss, windowed), argnums=(0, 1))(conv, x)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_neighbour_table_stays_inside_each_clip():
