@@ -69,9 +69,13 @@ def test_shape_by_size_counts_each_meta_object_once_under_its_own_size():
     assert shape_by_size(invented, VIDEO) == {"small": [1, 1], "large": [1, 1]}  # inventions cost shape, not here
     report = summarize([shape_by_size(RIGHT, clip), shape_by_size(wrong, clip)])
     assert report["small"] == 2 / 4 and report["large"] == 1 / 2
-    for caption, truth in ((RIGHT, clip), (wrong, clip), (invented, VIDEO)):  # one matching gives all three
-        assert score_caption(caption, truth) == (agreement(caption, truth), shape_by_size(caption, truth),
-                                                 motion_by_type(caption, truth))
+    # One parse and one matching give all three: the hexagon is paired with the star (colour, size and
+    # motion right, shape wrong), the unnamed square costs every attribute, its placement and the count.
+    assert score_caption(wrong, clip) == (
+        {"size": [2, 3], "colour": [2, 3], "shape": [1, 3], "motion": [2, 3], "objects": [0, 1], "placement": [0, 1]},
+        {"small": [1, 2], "large": [0, 1]},
+        {"linear": [1, 1], "bounce": [1, 1], "static": [0, 1]},
+    )
 
 
 def test_motion_by_type_counts_each_video_object_under_its_true_motion():
