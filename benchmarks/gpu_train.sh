@@ -88,10 +88,12 @@ if [ "$CAP_CURRICULUM" = 1 ]; then  # multi-object first frames, then whole clip
       --config.data.max_frames=1 --config.data.seq_len=512 --config.data.max_tokens_per_clip=128 \
       --config.data.max_segments_per_row=8
     # A 3e-4 peak on clips keeps more of the first stage's shapes than the variant's 1e-3
-    # (docs/caption.md, "The clip stage: a gentler rate").
+    # (docs/caption.md, "The clip stage: a gentler rate"); the word-detection head at weight 5,
+    # started fresh, is what gets falls named (docs/caption.md, "Falls named").
     SECONDS_LIMIT=$((T_TRAIN - T_CAP1)) captioner captioner_tiny "$CAP_STEPS" \
       "--config.data.sources=['$SOURCE']" --config.data.seq_len=1024 --config.optim.learning_rate=3e-4 \
-      --config.data.max_tokens_per_clip=512 --config.init_from="$WORK/captioner_images"
+      --config.data.max_tokens_per_clip=512 --config.init_from="$WORK/captioner_images" \
+      --config.model.concept_weight=${CAP2_CONCEPT_WEIGHT:-5.0} --config.init_new_params=True
   } &
 else
   captioner captioner_tiny "$CAP_STEPS" "--config.data.sources=['$SOURCE']" --config.data.seq_len=1024 \
