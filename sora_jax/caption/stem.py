@@ -122,6 +122,10 @@ def windowed(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     """
     kh, kw, _, width = conv.kernel.shape
     stride = conv.strides if isinstance(conv.strides, int) else conv.strides[0]
+    square = conv.strides in (stride, (stride, stride))
+    if conv.padding != "VALID" or conv.kernel_dilation not in (1, (1, 1)) or not square:
+        raise ValueError(f"windowed needs a VALID, undilated, square-stride conv, got padding={conv.padding!r}, "
+                         f"kernel_dilation={conv.kernel_dilation!r}, strides={conv.strides!r}")
     _, h, w, _ = x.shape
     rows, cols = (h - kh) // stride + 1, (w - kw) // stride + 1
     windows = jnp.concatenate([x[:, i:i + stride * (rows - 1) + 1:stride, j:j + stride * (cols - 1) + 1:stride]

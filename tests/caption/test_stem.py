@@ -99,6 +99,13 @@ def test_windowed_matmul_equals_the_conv_and_its_gradients(size, stride, bias):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_windowed_refuses_convs_it_would_compute_wrongly():
+    with pytest.raises(ValueError, match="padding='SAME'"):
+        windowed(nnx.Conv(3, 5, (3, 3), padding="SAME", rngs=nnx.Rngs(0)), jnp.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="strides"):
+        windowed(nnx.Conv(3, 5, (3, 3), strides=(1, 2), padding="VALID", rngs=nnx.Rngs(0)), jnp.zeros((1, 8, 8, 3)))
+
+
 def test_neighbour_table_stays_inside_each_clip():
     # Two 2x2-token clips side by side in one row: no token may see the other clip or padding.
     coords = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]] * 2 + [[0, 0, 0]], np.int32)[None]
