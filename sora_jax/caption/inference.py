@@ -7,8 +7,10 @@ the trainer's sample writer.
 """
 from __future__ import annotations
 
+import jax
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from data_pipelines import config as data_config
 from data_pipelines.sizing import size_clip
@@ -99,3 +101,23 @@ class ClipCaptioner:
     def caption_segments(self, segments: list[dict], temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Detailed captions of prepared segments (`clip_patches` output)."""
         return [self.tokenizer.decode(ids) for ids in self.caption_tokens(segments, temperature, seed)]
+
+    def concept_probabilities(self, clips: list[dict], first_index: int = 0) -> np.ndarray:
+        """The word-detection head's probabilities `(N, V)` for `clips`: which caption-vocabulary words
+        it reads in each clip's max-pooled memory (a captioner trained with `model.concept_weight > 0`)."""
+        if not self.model.config.concepts:
+            raise ValueError("this captioner has no word-detection head (trained with model.concept_weight=0)")
+        if not clips:
+            return np.zeros((0, self.model.config.vocab_size), np.float32)
+        segments = [clip_patches(clip, self.c, first_index + i) for i, clip in enumerate(clips)]
+        batch, placement = self._packed(segments)
+        graphdef, params = nnx.split(self.model)
+
+        @jax.jit
+        def run(params, part):
+            model = nnx.merge(graphdef, params)
+            return jax.nn.sigmoid(model.concept_logits(*model.memory(part), part["caption_segments"]))  # (B, S, V)
+
+        probs = np.concatenate([np.asarray(run(params, {k: v[start : start + self.rows] for k, v in batch.items()}))
+                                for start in range(0, len(batch["tokens"]), self.rows)])  # (R, S, V)
+        return np.stack([probs[row, segment - 1] for row, segment in placement])  # (N, V)

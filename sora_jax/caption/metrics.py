@@ -16,7 +16,9 @@ the clip's objects by their size (is it the small objects that are named wrong?)
 `motion_by_type` splits motion over a video's objects by how they truly move (are falls and spins
 missed?). The `validation` split of a Shapes World config holds a few dozen clips (about ±0.06 on
 shape); the live source's `test` split holds 100,000 more held-out clips, so `--split test --limit
-256` reads about 500 objects (±0.02).
+256` reads about 500 objects (±0.02). A captioner with the word-detection head (`model.concept_weight`)
+also reports `concept_by_motion` (`concepts_by_motion`): what its encoder tells apart, read as the head
+reads it.
 
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world:tiny --split validation
     python -m sora_jax.caption.metrics --workdir CAPTIONER_WORKDIR --data shapes_world_live:tiny --split test --limit 256
@@ -184,7 +186,8 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
     from sora_jax.caption.inference import ClipCaptioner  # noqa: PLC0415
 
     records = read_records(dataset, split, limit)
-    captions = ClipCaptioner(model, c, rows).caption(records)
+    captioner = ClipCaptioner(model, c, rows)
+    captions = captioner.caption(records)
     scored = [score_caption(caption, record["meta"]) for caption, record in zip(captions, records)]
     report = summarize([counts for counts, _, _ in scored]) | {"clips": len(records), "exact_captions": float(
         np.mean([caption == record["caption"] for caption, record in zip(captions, records)]))}
@@ -193,7 +196,34 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
     report["motion_by_type"] = {motion: by_motion[motion] for motion in MOTIONS if motion in by_motion}
     report["examples"] = [{"generated": caption, "reference": record["caption"]}
                           for caption, record in zip(captions[:8], records[:8])]
+    if model.config.concepts:
+        probs = captioner.concept_probabilities(records)  # (N, V)
+        report["concept_by_motion"] = concepts_by_motion(probs, [record["meta"] for record in records],
+                                                         captioner.tokenizer)
     return report
+
+
+CONCEPT_WORDS = ("stays", "moves", "bounces", "falls", "spins")
+
+
+def concepts_by_motion(probs: np.ndarray, metas: list, tokenizer, words=CONCEPT_WORDS) -> dict:
+    """`{word: {true motion: mean probability}}` of the word-detection head over one-object videos.
+
+    Whether the encoder tells the motions apart, read as the head reads it (max pooling): the mean
+    probability of each motion word, over the videos whose only object moves each way. `probs (N, V)`
+    are `ClipCaptioner.concept_probabilities` of the clips `metas` describe; clips with several objects
+    (a clip-level word cannot say which object it is about) and images are left out. Words the
+    tokenizer lacks are skipped; `{}` when no one-object video is among the clips.
+    """
+    ids = getattr(tokenizer, "ids", {})
+    by_motion: dict[str, list[int]] = {}
+    for index, meta in enumerate(metas):
+        truth, is_video = truth_from_meta(meta)
+        if is_video and len(truth) == 1:
+            by_motion.setdefault(truth[0]["motion"], []).append(index)
+    order = [motion for motion in MOTIONS if motion in by_motion]
+    return {word: {motion: float(probs[by_motion[motion], ids[word]].mean()) for motion in order}
+            for word in words if word in ids} if order else {}
 
 
 MOTION_VERBS = ("stays", "moves", "falls", "spins")

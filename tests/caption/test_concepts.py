@@ -1,4 +1,6 @@
 """The captioner's concept head: per-segment max pooling of the memory and a multi-label word loss."""
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -99,3 +101,49 @@ def test_concept_hits_counts_held_words_among_the_top_k():
     scores = np.array([[0.1, 0.9, 0.3, 0.5], [1.0, 2.0, 3.0, 4.0], [5.0, 1.0, 1.0, 1.0]])
     held = np.array([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], bool)  # top 2 both held; top 1 not held; none held
     assert concept_hits(scores, held) == (2, 3)
+
+
+def test_concepts_by_motion_averages_one_object_videos_by_true_motion():
+    from sora_jax.caption.metrics import concepts_by_motion  # noqa: PLC0415
+
+    def meta(frames, *motions):
+        objects = [dict(size="small", colour="red", shape="square", motion=m, positions=[[0.5, 0.5]]) for m in motions]
+        return dict(frames=frames, width=64, height=64, objects=objects)
+
+    class Words:
+        ids = {"falls": 2, "spins": 3, "stays": 4}  # no "moves" or "bounces": those are skipped
+
+    probs = np.zeros((6, 6), np.float32)
+    probs[:, 2] = [0.8, 0.6, 0.1, 0.9, 0.9, 0.9]  # "falls"
+    probs[:, 3] = [0.0, 0.2, 0.5, 0.9, 0.9, 0.9]  # "spins"
+    metas = [meta(9, "fall"), meta(9, "fall"), meta(9, "rotate"),
+             meta(1, "static"),  # an image: no motion to read
+             meta(9, "fall", "rotate"),  # two objects: the clip's words cannot be put on one of them
+             json.dumps(meta(9, "static"))]  # metas may come as JSON text
+    report = concepts_by_motion(probs, metas, Words())
+    assert list(report) == ["stays", "falls", "spins"]  # the order of CONCEPT_WORDS, present words only
+    assert list(report["falls"]) == ["static", "fall", "rotate"]  # the order of MOTIONS
+    np.testing.assert_allclose([report["falls"][m] for m in ("static", "fall", "rotate")], [0.9, 0.7, 0.1], atol=1e-6)
+    np.testing.assert_allclose([report["spins"][m] for m in ("static", "fall", "rotate")], [0.9, 0.1, 0.5], atol=1e-6)
+    assert concepts_by_motion(probs[3:5], metas[3:5], Words()) == {}  # no one-object video among them
+
+
+def test_concept_probabilities_of_packed_clips_equal_each_clip_alone(overfit_workdir, overfit_dataset):
+    from sora_jax.caption.inference import ClipCaptioner  # noqa: PLC0415
+    from sora_jax.caption.metrics import read_records  # noqa: PLC0415
+    from sora_jax.train.restore import load_trained  # noqa: PLC0415
+
+    c = load_trained(overfit_workdir).config.copy_and_resolve_references()
+    with c.unlocked():
+        c.model.concept_weight = 1.0
+    model = CaptionTask(c).make_model()  # untrained weights: any probabilities, the same however packed
+    captioner = ClipCaptioner(model, c, rows=2)
+    clips = read_records(overfit_dataset, "validation", limit=5)
+    packed = captioner.concept_probabilities(clips)
+    assert packed.shape == (5, model.config.vocab_size) and np.all((packed > 0) & (packed < 1))
+    alone = np.stack([captioner.concept_probabilities([clip], first_index=i)[0] for i, clip in enumerate(clips)])
+    np.testing.assert_allclose(packed, alone, atol=1e-5)
+    assert np.abs(packed[0] - packed[1]).max() > 1e-4  # and the clips do read differently
+    plain = ClipCaptioner(load_trained(overfit_workdir).model, c, rows=2)
+    with pytest.raises(ValueError, match="no word-detection head"):
+        plain.concept_probabilities(clips)
