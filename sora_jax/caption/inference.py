@@ -55,6 +55,7 @@ class ClipCaptioner:
         self.tokenizer = caption_tokenizer(c.model.tokenizer)
         self.patch_dim = model.config.patch_dim
         self._decode = make_decoder(model)
+        self._concepts = None  # the jitted word-detection head, made on first use
 
     @classmethod
     def from_workdir(cls, workdir: str, rows: int = 4, step: int | None = None) -> "ClipCaptioner":
@@ -82,13 +83,15 @@ class ClipCaptioner:
         """Caption token ids (end token, then padding) per prepared segment (`clip_patches` output), in order."""
         if not segments:
             return []
+        return self._per_segment(segments, lambda part, start: self._decode(part, temperature, seed + start))
+
+    def _per_segment(self, segments: list[dict], run) -> list[np.ndarray]:
+        """`run(part, first_row) -> (rows, S, ...)` over the packed rows of `segments`, `rows` at a time;
+        each segment's own slice, in order."""
         batch, placement = self._packed([dict(s) for s in segments])
-        outputs = []
-        for start in range(0, len(batch["tokens"]), self.rows):
-            part = {k: v[start : start + self.rows] for k, v in batch.items()}
-            outputs.append(self._decode(part, temperature, seed + start))  # (rows, S, T)
-        tokens = np.concatenate(outputs)  # (R, S, T)
-        return [tokens[row, segment - 1] for row, segment in placement]
+        out = np.concatenate([np.asarray(run({k: v[start : start + self.rows] for k, v in batch.items()}, start))
+                              for start in range(0, len(batch["tokens"]), self.rows)])  # (R, S, ...)
+        return [out[row, segment - 1] for row, segment in placement]
 
     def caption(self, clips: list[dict], first_index: int = 0, temperature: float = 0.0, seed: int = 0) -> list[str]:
         """Detailed captions of `clips` (dicts with `video` or `latent`), greedy by default.
@@ -109,15 +112,14 @@ class ClipCaptioner:
             raise ValueError("this captioner has no word-detection head (trained with model.concept_weight=0)")
         if not clips:
             return np.zeros((0, self.model.config.vocab_size), np.float32)
+        if self._concepts is None:
+            graphdef, params = nnx.split(self.model)
+
+            @jax.jit
+            def run(params, part):
+                model = nnx.merge(graphdef, params)
+                return jax.nn.sigmoid(model.concept_logits(*model.memory(part), part["caption_segments"]))  # (B, S, V)
+
+            self._concepts = lambda part, _: run(params, part)
         segments = [clip_patches(clip, self.c, first_index + i) for i, clip in enumerate(clips)]
-        batch, placement = self._packed(segments)
-        graphdef, params = nnx.split(self.model)
-
-        @jax.jit
-        def run(params, part):
-            model = nnx.merge(graphdef, params)
-            return jax.nn.sigmoid(model.concept_logits(*model.memory(part), part["caption_segments"]))  # (B, S, V)
-
-        probs = np.concatenate([np.asarray(run(params, {k: v[start : start + self.rows] for k, v in batch.items()}))
-                                for start in range(0, len(batch["tokens"]), self.rows)])  # (R, S, V)
-        return np.stack([probs[row, segment - 1] for row, segment in placement])  # (N, V)
+        return np.stack(self._per_segment(segments, self._concepts))  # (N, V)
