@@ -108,9 +108,13 @@ class ClipCaptioner:
     def concept_probabilities(self, clips: list[dict], first_index: int = 0) -> np.ndarray:
         """The word-detection head's probabilities `(N, V)` for `clips`: which caption-vocabulary words
         it reads in each clip's max-pooled memory (a captioner trained with `model.concept_weight > 0`)."""
+        return self.segment_concepts([clip_patches(clip, self.c, first_index + i) for i, clip in enumerate(clips)])
+
+    def segment_concepts(self, segments: list[dict]) -> np.ndarray:
+        """`concept_probabilities` of prepared segments (`clip_patches` output), `(N, V)`."""
         if not self.model.config.concepts:
             raise ValueError("this captioner has no word-detection head (trained with model.concept_weight=0)")
-        if not clips:
+        if not segments:
             return np.zeros((0, self.model.config.vocab_size), np.float32)
         if self._concepts is None:
             graphdef, params = nnx.split(self.model)
@@ -121,5 +125,4 @@ class ClipCaptioner:
                 return jax.nn.sigmoid(model.concept_logits(*model.memory(part), part["caption_segments"]))  # (B, S, V)
 
             self._concepts = lambda part, _: run(params, part)
-        segments = [clip_patches(clip, self.c, first_index + i) for i, clip in enumerate(clips)]
         return np.stack(self._per_segment(segments, self._concepts))  # (N, V)

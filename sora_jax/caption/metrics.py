@@ -183,11 +183,12 @@ def read_records(dataset: str, split: str, limit: int | None = None) -> list[dic
 def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit: int | None = None,
                        rows: int = 4) -> dict:
     """Greedy captions of a dataset split's clips scored against their meta; examples included."""
-    from sora_jax.caption.inference import ClipCaptioner  # noqa: PLC0415
+    from sora_jax.caption.inference import ClipCaptioner, clip_patches  # noqa: PLC0415
 
     records = read_records(dataset, split, limit)
     captioner = ClipCaptioner(model, c, rows)
-    captions = captioner.caption(records)
+    segments = [clip_patches(record, c, i) for i, record in enumerate(records)]  # sized once for both read-outs
+    captions = captioner.caption_segments(segments)
     scored = [score_caption(caption, record["meta"]) for caption, record in zip(captions, records)]
     report = summarize([counts for counts, _, _ in scored]) | {"clips": len(records), "exact_captions": float(
         np.mean([caption == record["caption"] for caption, record in zip(captions, records)]))}
@@ -197,7 +198,7 @@ def evaluate_captioner(model, c, dataset: str, split: str = "validation", limit:
     report["examples"] = [{"generated": caption, "reference": record["caption"]}
                           for caption, record in zip(captions[:8], records[:8])]
     if model.config.concepts:
-        probs = captioner.concept_probabilities(records)  # (N, V)
+        probs = captioner.segment_concepts(segments)  # (N, V)
         report["concept_by_motion"] = concepts_by_motion(probs, [record["meta"] for record in records],
                                                          captioner.tokenizer)
     return report
