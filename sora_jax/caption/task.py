@@ -83,15 +83,10 @@ class CaptionTask:
         _need(m.attention in IMPLEMENTATIONS, f"model.attention must be one of {IMPLEMENTATIONS}")
         _need(d.mode == "pixel" or m.in_channels >= 1, "model.in_channels must be positive in latent mode")
         _need(m.get("stem", "linear") in ("linear", "conv"), f"model.stem must be 'linear' or 'conv', got {m.get('stem')!r}")
-        _need(isinstance(m.get("frame_position", False), bool),
-              f"model.frame_position must be True or False, got {m.get('frame_position')!r}")
-        motion = m.get("stem_motion", False)
-        _need(isinstance(motion, bool) and (not motion or m.get("stem", "linear") == "conv"),
-              f"model.stem_motion must be True (with model.stem='conv') or False, got {m.get('stem_motion')!r}")
-        _need(isinstance(m.get("memory_summary", False), bool),
-              f"model.memory_summary must be True or False, got {m.get('memory_summary')!r}")
-        _need(isinstance(m.get("identity_init", False), bool),
-              f"model.identity_init must be True or False, got {m.get('identity_init')!r}")
+        for flag in ("frame_position", "stem_motion", "memory_summary", "identity_init"):
+            _need(isinstance(m.get(flag, False), bool), f"model.{flag} must be True or False, got {m.get(flag)!r}")
+        _need(not m.get("stem_motion", False) or m.get("stem", "linear") == "conv",
+              "model.stem_motion=True needs model.stem='conv' (it reads frame differences inside the conv stem)")
         weight = m.get("concept_weight", 0.0)
         _need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
               f"model.concept_weight must be a number >= 0 (0 = no concept head), got {weight!r}")

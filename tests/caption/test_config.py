@@ -32,7 +32,7 @@ def test_variants_validate(variant):
     ("model.stem='resnet'", "model.stem must be 'linear' or 'conv'"),
     ("model.stem='conv' model.stem_widths=(32,64)", r"stem_widths must hold 4 positive widths for 8x8"),
     ("model.stem='conv' data.patch=(2,8,4)", "square power-of-two patches"),
-    ("model.stem_motion=True", r"stem_motion must be True \(with model.stem='conv'\)"),
+    ("model.stem_motion=True", r"stem_motion=True needs model.stem='conv'"),
 ])
 def test_captioner_config_errors_name_the_field(override, message):
     with pytest.raises(ValueError, match=message):
