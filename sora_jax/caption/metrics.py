@@ -257,7 +257,7 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
     forward = jax.jit(lambda m, b, x: m.forward(b, x))
     stream = iter(task.build_input(split, task.c.global_batch_size, 0, 1))
     right, total = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
-    found, named = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0)
+    found, named, lucky = dict.fromkeys(ids, 0), dict.fromkeys(ids, 0), dict.fromkeys(ids, 0.0)
     for _ in range(batches):
         batch = task.host_batch(next(stream))
         targets = batch["caption_targets"]  # (B, S, T)
@@ -266,8 +266,8 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
             concepts = np.asarray(concepts)  # (B, S, V), fetched once for every word class
             for k, class_ids in ids.items():
                 held = (targets[..., None] == class_ids).any(axis=-2)  # (B, S, C) words each caption holds
-                hits, words = concept_hits(concepts[..., class_ids], held)
-                found[k], named[k] = found[k] + hits, named[k] + words
+                hits, words, chance = concept_hits(concepts[..., class_ids], held)
+                found[k], named[k], lucky[k] = found[k] + hits, named[k] + words, lucky[k] + chance
         correct = np.asarray(logits.argmax(-1)) == targets  # (B, S, T)
         listing = np.cumsum(targets == period, axis=-1) == 0  # (B, S, T)
         for k, class_ids in ids.items():
@@ -277,15 +277,19 @@ def teacher_forced_attributes(task, model, split: str = "validation", batches: i
     report = {k: right[k] / total[k] if total[k] else None for k in ids} | {"words": total}
     if any(named.values()):
         report |= {f"concept_{k}": found[k] / named[k] if named[k] else None for k in ids}
+        report |= {f"concept_{k}_chance": lucky[k] / named[k] if named[k] else None for k in ids}
     return report
 
 
-def concept_hits(scores: np.ndarray, held: np.ndarray) -> tuple[int, int]:
-    """`(hits, words)`: per caption, how many of its k held words (`held (..., C)`) are among the k
-    highest `scores (..., C)`, summed over captions; and the held words in all."""
+def concept_hits(scores: np.ndarray, held: np.ndarray) -> tuple[int, int, float]:
+    """`(hits, words, chance)`: per caption, how many of its k held words (`held (..., C)`) are among
+    the k highest `scores (..., C)`, summed over captions; the held words in all; and the hits a
+    random ranking would get on average (k * k / C a caption). A caption naming two of five shapes
+    gets 2/5 of its words right by chance, so multi-object captions put chance well above 1 in C."""
     ranks = np.argsort(np.argsort(-scores, axis=-1), axis=-1)  # (..., C): 0 = highest
     count = held.sum(-1, keepdims=True)  # (..., 1)
-    return int((held & (ranks < count)).sum()), int(held.sum())
+    chance = float((count.astype(np.float64) ** 2).sum() / held.shape[-1])
+    return int((held & (ranks < count)).sum()), int(held.sum()), chance
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -100,7 +100,9 @@ def test_concept_hits_counts_held_words_among_the_top_k():
 
     scores = np.array([[0.1, 0.9, 0.3, 0.5], [1.0, 2.0, 3.0, 4.0], [5.0, 1.0, 1.0, 1.0]])
     held = np.array([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], bool)  # top 2 both held; top 1 not held; none held
-    assert concept_hits(scores, held) == (2, 3)
+    hits, words, chance = concept_hits(scores, held)
+    assert (hits, words) == (2, 3)
+    assert chance == pytest.approx((2 * 2 + 1 * 1) / 4)  # k^2 / C per caption: a random ranking's hits
 
 
 def test_concepts_by_motion_averages_one_object_videos_by_true_motion():
