@@ -89,7 +89,8 @@ if [ "$CAP_CURRICULUM" = 1 ]; then  # multi-object first frames, then whole clip
       --config.data.max_segments_per_row=8
     # A 3e-4 peak on clips keeps more of the first stage's shapes than the variant's 1e-3
     # (docs/caption.md, "The clip stage: a gentler rate"); the word-detection head at weight 5,
-    # started fresh, is what gets falls named (docs/caption.md, "Falls named").
+    # started fresh, is what gets falls named (docs/caption.md, "Falls named"). Not in the first
+    # stage: there it held shape at chance (docs/caption.md, "The word-detection head in the image stage").
     SECONDS_LIMIT=$((T_TRAIN - T_CAP1)) captioner captioner_tiny "$CAP_STEPS" \
       "--config.data.sources=['$SOURCE']" --config.data.seq_len=1024 --config.optim.learning_rate=3e-4 \
       --config.data.max_tokens_per_clip=512 --config.init_from="$WORK/captioner_images" \
