@@ -103,6 +103,10 @@ def test_concept_hits_counts_held_words_among_the_top_k():
     hits, words, chance = concept_hits(scores, held)
     assert (hits, words) == (2, 3)
     assert chance == pytest.approx((2 * 2 + 1 * 1) / 4)  # k^2 / C per caption: a random ranking's hits
+    rng = np.random.default_rng(0)  # and that is what random scores get on average
+    held = rng.random((20000, 5)) < 0.4
+    hits, words, chance = concept_hits(rng.random((20000, 5)), held)
+    assert hits / words == pytest.approx(chance / words, abs=0.01)
 
 
 def test_concepts_by_motion_averages_one_object_videos_by_true_motion():
